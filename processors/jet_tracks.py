@@ -1,0 +1,383 @@
+"""JetTrackProcessor: tracks in jets, their transverse impact parameter, jet flavour.
+
+Per chunk (coffea ``ProcessorABC`` contract: ``process(events) -> accumulator``):
+
+1. read the chunk through the format reader named in the dataset's metadata
+   (``events.metadata["format"]``) into the common "jets with tracks" layout;
+2. select jets: ``pt > jet_pt_min`` (GeV) and ``|eta| < jet_abs_eta_max``;
+3. select tracks: charged (``charge != 0``) and ``pt >= track_pt_min`` (GeV);
+4. associate tracks to the selected jets: ``ΔR < cone_dr`` with the numba kernel
+   (event-level formats) or the stored ``ΔR`` (per-jet formats; JetNtuple ``PF_dR``);
+5. valid impact parameter: ``dxy_err > 0`` (PFNano's ``-1`` fill never passes);
+6. label flavour (:mod:`jettracks.flavour`; ``flavour: auto`` takes the
+   format's default definition);
+7. fill histograms per dataset and flavour, the cut flow, and write the per-jet
+   ML columns as one Parquet part per chunk (on the worker).
+
+Units: GeV for momenta, cm for dxy/dz, radians for φ. The output is a dict
+``{"hists", "cutflow", "entries", "notices", "ml_parts"}`` that coffea sums
+over chunks (``entries``: tree entries read per file, for the run's accounting).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from coffea import processor
+
+from jettracks import flavour as flav
+from jettracks import readers
+from jettracks.kernels import associate_tracks
+
+__all__ = ["CUTFLOW_STEPS", "JetTrackProcessor", "make_histograms"]
+
+#: Cut-flow steps in order (counts, see :meth:`JetTrackProcessor.process`).
+CUTFLOW_STEPS = (
+    "entries",
+    "events",
+    "jets",
+    "selected_jets",
+    "tracks",
+    "tracks_in_cone",
+    "tracks_valid_dxy",
+)
+
+DXY_HISTOGRAMS = ("track_dxy", "track_abs_dxy", "track_dxy_significance")
+
+
+def _cat_axes() -> list:
+    return [
+        hist.axis.StrCategory([], growth=True, name="dataset", label="Dataset"),
+        hist.axis.StrCategory(list(flav.LABELS), name="flavour", label="Jet flavour"),
+    ]
+
+
+def make_histograms(*, cone_dr: float = 0.5, with_dxy: bool = True) -> dict[str, hist.Hist]:
+    """Empty histograms this processor fills (axis labels carry units)."""
+    h = {
+        "jet_pt": hist.Hist(
+            *_cat_axes(), hist.axis.Regular(120, 0, 1200, name="pt", label=r"Jet $p_T$ [GeV]")
+        ),
+        "jet_eta": hist.Hist(
+            *_cat_axes(), hist.axis.Regular(50, -2.5, 2.5, name="eta", label=r"Jet $\eta$")
+        ),
+        "jet_n_tracks": hist.Hist(
+            *_cat_axes(), hist.axis.Integer(0, 60, name="n", label="Tracks per jet")
+        ),
+        "track_jet_dr": hist.Hist(
+            *_cat_axes(),
+            hist.axis.Regular(50, 0, cone_dr, name="dr", label=r"$\Delta R$(track, jet)"),
+        ),
+    }
+    if with_dxy:
+        h["track_dxy"] = hist.Hist(
+            *_cat_axes(),
+            hist.axis.Regular(200, -0.1, 0.1, name="dxy", label=r"Track $d_{xy}$ [cm]"),
+        )
+        h["track_abs_dxy"] = hist.Hist(
+            *_cat_axes(),
+            hist.axis.Regular(
+                70, 1e-5, 50, transform=hist.axis.transform.log, name="absdxy",
+                label=r"Track $|d_{xy}|$ [cm]",
+            ),
+        )
+        h["track_dxy_significance"] = hist.Hist(
+            *_cat_axes(),
+            hist.axis.Regular(
+                100, -50, 50, name="sig", label=r"Track $d_{xy}/\sigma(d_{xy})$"
+            ),
+        )
+    return h
+
+
+class JetTrackProcessor(processor.ProcessorABC):
+    """Tracks within ΔR of each jet, their dxy, and the jet's flavour.
+
+    Args (all keyword-only):
+        cone_dr: cone radius R (dimensionless), strict ``ΔR < R``. Default 0.5.
+        jet_pt_min: jet ``pt >`` this (GeV). Default 30.
+        jet_abs_eta_max: jet ``|eta| <`` this. Default 2.5.
+        track_pt_min: track ``pt >=`` this (GeV). Default 1.
+        assignment: ``all`` (a track may be in several cones) or ``nearest``.
+        flavour: ``auto`` (the format's default), ``hadron``, ``parton`` or ``physics``.
+        association: ``dr`` (ΔR cone) or ``constituents`` (PFNano links, where present).
+        ml_dir: directory for per-chunk Parquet parts; ``None`` disables them.
+        reader_options: options passed to every format reader.
+    """
+
+    def __init__(
+        self,
+        *,
+        cone_dr: float = 0.5,
+        jet_pt_min: float = 30.0,
+        jet_abs_eta_max: float = 2.5,
+        track_pt_min: float = 1.0,
+        assignment: str = "all",
+        flavour: str = "auto",
+        association: str = "dr",
+        ml_dir: str | None = None,
+        reader_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not cone_dr > 0:
+            raise ValueError(f"cone_dr must be > 0, got {cone_dr!r}")
+        if assignment not in ("all", "nearest"):
+            raise ValueError(f"assignment must be 'all' or 'nearest', got {assignment!r}")
+        if flavour not in ("auto", *flav.DEFINITIONS):
+            raise ValueError(f"flavour must be auto or one of {flav.DEFINITIONS}, got {flavour!r}")
+        if association not in ("dr", "constituents"):
+            raise ValueError(f"association must be 'dr' or 'constituents', got {association!r}")
+        self.cone_dr = float(cone_dr)
+        self.jet_pt_min = float(jet_pt_min)
+        self.jet_abs_eta_max = float(jet_abs_eta_max)
+        self.track_pt_min = float(track_pt_min)
+        self.assignment = assignment
+        self.flavour = flavour
+        self.association = association
+        self.ml_dir = ml_dir
+        self.reader_options = dict(reader_options or {})
+        if association == "constituents":
+            self.reader_options.setdefault("links", True)
+
+    # -- helpers ---------------------------------------------------------------
+    def reader_for(self, fmt: str) -> readers.Reader:
+        return readers.get(fmt, **self.reader_options)
+
+    def _flavour_codes(self, jets: ak.Array, batch, reader, is_mc: bool) -> tuple[np.ndarray, str]:
+        definition = reader.default_flavour if self.flavour == "auto" else self.flavour
+        n = len(jets)
+        if not is_mc or not batch.flavour_fields:
+            return flav.flavour_codes(definition=definition, n=n, is_data=True), "data"
+
+        def field(name):
+            return ak.to_numpy(jets[name]) if name in batch.flavour_fields else None
+
+        codes = flav.flavour_codes(
+            definition=definition,
+            hadron=field("hadron_flavour"),
+            parton=field("parton_flavour"),
+            physics=field("physics_flavour"),
+        )
+        return codes, definition
+
+    # -- the ProcessorABC contract --------------------------------------------------
+    def process(self, events) -> dict[str, Any]:
+        meta = dict(events.metadata)
+        dataset = meta["dataset"]
+        fmt = meta["format"]
+        is_mc = bool(meta.get("is_mc", True))
+        reader = self.reader_for(fmt)
+        batch = reader.read(events)
+
+        # Flat jets and their selection.
+        n_jets_per_event = ak.to_numpy(ak.num(batch.jets, axis=1)).astype(np.int64)
+        jets_flat = ak.flatten(batch.jets, axis=1)
+        jet_pt = ak.to_numpy(jets_flat["pt"])
+        jet_eta = ak.to_numpy(jets_flat["eta"])
+        jet_sel = (jet_pt > self.jet_pt_min) & (np.abs(jet_eta) < self.jet_abs_eta_max)
+        jet_event = np.repeat(np.arange(batch.n_events, dtype=np.int64), n_jets_per_event)
+        sel_event = jet_event[jet_sel]
+        jets = jets_flat[jet_sel]
+        n_sel_per_event = np.bincount(sel_event, minlength=batch.n_events).astype(np.int64)
+
+        if batch.tracks is not None:
+            tracks, n_tracks_selected, jet_tracks = self._associate_event_tracks(
+                batch, jets, n_sel_per_event
+            )
+        elif batch.jet_tracks is not None:
+            n_tracks_selected, jet_tracks = self._associate_stored(batch, jet_sel)
+        else:
+            n_tracks_selected = 0
+            jet_tracks = ak.unflatten(
+                ak.Array({f: np.zeros(0, np.float32) for f in (*readers.base.TRACK_FIELDS, "dr")}),
+                np.zeros(len(jets), dtype=np.int64),
+            )
+        n_per_jet = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int64)
+
+        codes, definition = self._flavour_codes(jets, batch, reader, is_mc)
+        labels = flav.flavour_labels(codes)
+
+        flat_tracks = ak.flatten(jet_tracks, axis=1)
+        trk_labels = np.repeat(labels, n_per_jet)
+        dxy = ak.to_numpy(flat_tracks["dxy"]).astype(np.float64)
+        dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
+        valid = (dxy_err > 0) & np.isfinite(dxy)
+
+        hists = make_histograms(cone_dr=self.cone_dr, with_dxy=batch.has_dxy)
+        hists["jet_pt"].fill(dataset=dataset, flavour=labels, pt=ak.to_numpy(jets["pt"]))
+        hists["jet_eta"].fill(dataset=dataset, flavour=labels, eta=ak.to_numpy(jets["eta"]))
+        hists["jet_n_tracks"].fill(dataset=dataset, flavour=labels, n=n_per_jet)
+        hists["track_jet_dr"].fill(
+            dataset=dataset, flavour=trk_labels, dr=ak.to_numpy(flat_tracks["dr"])
+        )
+        if batch.has_dxy:
+            v_dxy, v_err, v_lab = dxy[valid], dxy_err[valid], trk_labels[valid]
+            hists["track_dxy"].fill(dataset=dataset, flavour=v_lab, dxy=v_dxy)
+            hists["track_abs_dxy"].fill(dataset=dataset, flavour=v_lab, absdxy=np.abs(v_dxy))
+            hists["track_dxy_significance"].fill(
+                dataset=dataset, flavour=v_lab, sig=v_dxy / v_err
+            )
+
+        n_events = batch.n_events
+        if reader.per_jet_entries:
+            n_events = _count_event_groups(batch.run, batch.lumi, batch.event)
+        cutflow = {
+            "entries": int(batch.n_entries),
+            "events": int(n_events),
+            "jets": int(len(jet_pt)),
+            "selected_jets": int(len(jets)),
+            "tracks": int(n_tracks_selected),
+            "tracks_in_cone": int(len(dxy)),
+            "tracks_valid_dxy": int(valid.sum()) if batch.has_dxy else 0,
+        }
+
+        notices = set(batch.notices)
+        notices.add(f"{dataset}: flavour definition {definition}")
+        if not batch.has_dxy:
+            notices.add(f"{dataset}: format {fmt} has no impact parameters; dxy histograms absent")
+        if batch.track_kind == "isolated_tracks":
+            notices.add(f"{dataset}: tracks are IsoTrack_* isolated tracks, not all tracks in jets")
+
+        ml_parts: list[str] = []
+        if self.ml_dir is not None:
+            ml_parts.append(
+                self._write_ml_part(
+                    meta, batch, jets, sel_event, codes, labels, jet_tracks, definition
+                )
+            )
+        return {
+            "hists": hists,
+            "cutflow": {dataset: cutflow},
+            "entries": {meta.get("filename", "?"): int(batch.n_entries)},
+            "notices": notices,
+            "ml_parts": ml_parts,
+        }
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+    # -- association -------------------------------------------------------------------
+    def _associate_event_tracks(self, batch, jets, n_sel_per_event):
+        tracks_flat = ak.flatten(batch.tracks, axis=1)
+        n_trk = ak.to_numpy(ak.num(batch.tracks, axis=1)).astype(np.int64)
+        trk_offsets = np.concatenate([[0], np.cumsum(n_trk)])
+        jet_offsets = np.concatenate([[0], np.cumsum(n_sel_per_event)])
+        charge = ak.to_numpy(tracks_flat["charge"])
+        trk_pt = ak.to_numpy(tracks_flat["pt"])
+        mask = (charge != 0) & (trk_pt >= self.track_pt_min)
+        if self.association == "constituents" and batch.links is not None:
+            n_per_jet, index, dr = self._constituents(batch, jets, jet_offsets, trk_offsets, mask)
+        else:
+            n_per_jet, index, dr = associate_tracks(
+                ak.to_numpy(jets["eta"]),
+                ak.to_numpy(jets["phi"]),
+                jet_offsets,
+                ak.to_numpy(tracks_flat["eta"]),
+                ak.to_numpy(tracks_flat["phi"]),
+                trk_offsets,
+                cone_dr=self.cone_dr,
+                mode=self.assignment,
+                trk_mask=mask,
+            )
+        cols = {f: ak.to_numpy(tracks_flat[f])[index] for f in readers.base.TRACK_FIELDS}
+        cols["dr"] = dr.astype(np.float32)
+        return tracks_flat, int(mask.sum()), ak.unflatten(ak.zip(cols), n_per_jet)
+
+    def _constituents(self, batch, jets, jet_offsets, trk_offsets, mask):
+        """Constituent association from JetPFCands links (selected jets, selected tracks)."""
+        from jettracks.kernels import delta_r
+
+        links = batch.links
+        n_links = ak.to_numpy(ak.num(links, axis=1)).astype(np.int64)
+        ev = np.repeat(np.arange(len(n_links)), n_links)
+        link_jet = ak.to_numpy(ak.flatten(links["jet"])).astype(np.int64)
+        link_cand = ak.to_numpy(ak.flatten(links["cand"])).astype(np.int64)
+        # Map file-level jet index -> selected-jet position.
+        index_in_event = ak.to_numpy(jets["index"]).astype(np.int64)
+        sel_ev = np.repeat(np.arange(len(jet_offsets) - 1), np.diff(jet_offsets))
+        key_sel = sel_ev * 100_000 + index_in_event
+        key_link = ev * 100_000 + link_jet
+        order = np.argsort(key_sel)
+        pos = np.searchsorted(key_sel[order], key_link)
+        pos = np.clip(pos, 0, max(len(order) - 1, 0))
+        found = (len(order) > 0) & (key_sel[order][pos] == key_link) if len(order) else np.zeros(len(key_link), bool)
+        cand_global = trk_offsets[ev] + link_cand
+        keep = found & mask[cand_global]
+        jet_pos = order[pos[keep]]
+        cand_global = cand_global[keep]
+        sort = np.lexsort((cand_global, jet_pos))
+        jet_pos, cand_global = jet_pos[sort], cand_global[sort]
+        n_per_jet = np.bincount(jet_pos, minlength=len(index_in_event)).astype(np.int64)
+        tracks_flat = ak.flatten(batch.tracks, axis=1)
+        dr = delta_r(
+            ak.to_numpy(tracks_flat["eta"])[cand_global],
+            ak.to_numpy(tracks_flat["phi"])[cand_global],
+            ak.to_numpy(jets["eta"])[jet_pos],
+            ak.to_numpy(jets["phi"])[jet_pos],
+        )
+        return n_per_jet, cand_global, dr
+
+    def _associate_stored(self, batch, jet_sel):
+        per_jet = ak.flatten(batch.jet_tracks, axis=1)[jet_sel]
+        charged = (per_jet["charge"] != 0) & (per_jet["pt"] >= self.track_pt_min)
+        n_selected = int(ak.sum(charged))
+        in_cone = charged & (per_jet["dr"] < self.cone_dr)
+        return n_selected, per_jet[in_cone]
+
+    # -- ML columns ------------------------------------------------------------------------
+    def _write_ml_part(self, meta, batch, jets, sel_event, codes, labels, jet_tracks, definition):
+        n = len(jets)
+        columns: dict[str, Any] = {
+            "dataset": np.full(n, meta["dataset"]),
+            "run": batch.run[sel_event],
+            "lumi": batch.lumi[sel_event],
+            "event": batch.event[sel_event],
+            "jet_index": ak.to_numpy(jets["index"]).astype(np.int64),
+            "jet_pt": ak.to_numpy(jets["pt"]).astype(np.float32),
+            "jet_eta": ak.to_numpy(jets["eta"]).astype(np.float32),
+            "jet_phi": ak.to_numpy(jets["phi"]).astype(np.float32),
+            "jet_mass": ak.to_numpy(jets["mass"]).astype(np.float32),
+            "flavour": labels.astype(str),
+            "flavour_code": codes.astype(np.int8),
+        }
+        for field in ("hadron_flavour", "parton_flavour", "physics_flavour"):
+            if field in batch.flavour_fields:
+                columns[field] = ak.to_numpy(jets[field]).astype(np.int32)
+        columns["n_tracks"] = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int32)
+        for field in ("pt", "eta", "phi", "dr"):
+            columns[f"track_{field}"] = ak.values_astype(jet_tracks[field], np.float32)
+        if batch.has_dxy:
+            columns["track_dxy"] = ak.values_astype(jet_tracks["dxy"], np.float32)
+            columns["track_dxy_err"] = ak.values_astype(jet_tracks["dxy_err"], np.float32)
+        table = pa.table(
+            {
+                k: ak.to_arrow(v, extensionarray=False) if isinstance(v, ak.Array) else pa.array(v)
+                for k, v in columns.items()
+            }
+        )
+        name = "part-{ds}-{uuid}-{start}-{stop}.parquet".format(
+            ds=meta["dataset"],
+            uuid=(meta.get("fileuuid") or uuid.uuid4().hex)[:36],
+            start=meta.get("entrystart", 0),
+            stop=meta.get("entrystop", 0),
+        )
+        os.makedirs(self.ml_dir, exist_ok=True)
+        final = os.path.join(self.ml_dir, name)
+        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)  # atomic: a reader never sees a half-written part
+        return final
+
+
+def _count_event_groups(run: np.ndarray, lumi: np.ndarray, event: np.ndarray) -> int:
+    """Number of runs of consecutive entries with the same (run, lumi, event)."""
+    if len(run) == 0:
+        return 0
+    change = (np.diff(run) != 0) | (np.diff(lumi) != 0) | (np.diff(event.astype(np.int64)) != 0)
+    return int(change.sum()) + 1

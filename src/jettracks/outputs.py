@@ -1,0 +1,159 @@
+"""Run outputs: histograms (coffea + ROOT), plots (mplhep) and the run report.
+
+Layout of a run directory::
+
+    hists.coffea        coffea.util.save of {"hists": ..., "cutflow": ...}
+    hists.root          one TH1 per (dataset, flavour, histogram): DATASET/NAME_FLAVOUR
+    plots/*.png         mplhep CMS style; dxy by flavour on log y, units on axes
+    ml/part-*.parquet   per-jet ML columns, one part per chunk (written by the workers)
+    report.json         config, versions, files, entries per file, cut flow, timing
+
+Every file is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_path", "save_hists", "save_plots", "save_report", "package_versions"]
+
+
+class atomic_path:
+    """Context manager yielding a temporary path renamed onto ``path`` on success."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, Any]) -> list[Path]:
+    """Write ``hists.coffea`` and ``hists.root``; return their paths."""
+    import uproot
+    from coffea.util import save
+
+    coffea_path = out_dir / "hists.coffea"
+    with atomic_path(coffea_path) as tmp:
+        save({"hists": dict(hists), "cutflow": dict(cutflow)}, str(tmp))
+    root_path = out_dir / "hists.root"
+    with atomic_path(root_path) as tmp, uproot.recreate(tmp) as f:
+        for name, h in hists.items():
+            for dataset in h.axes["dataset"]:
+                for flavour in h.axes["flavour"]:
+                    sub = h[{"dataset": dataset, "flavour": flavour}]
+                    if sub.sum(flow=True) == 0:
+                        continue
+                    f[f"{dataset}/{name}_{flavour}"] = sub
+    return [coffea_path, root_path]
+
+
+_PLOTS = {
+    "track_dxy": ("log", "Tracks"),
+    "track_abs_dxy": ("log", "Tracks"),
+    "track_dxy_significance": ("log", "Tracks"),
+    "jet_pt": ("log", "Jets"),
+    "jet_eta": ("linear", "Jets"),
+    "jet_n_tracks": ("linear", "Jets"),
+    "track_jet_dr": ("linear", "Tracks"),
+}
+
+
+def save_plots(out_dir: Path, hists: Mapping[str, Any], *, label: str = "Simulation") -> list[Path]:
+    """One PNG per (histogram, dataset): distributions by flavour, normalised to unit area."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep as hep
+
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    hep.style.use("CMS")
+    for name, (yscale, unit) in _PLOTS.items():
+        h = hists.get(name)
+        if h is None:
+            continue
+        for dataset in h.axes["dataset"]:
+            per_flavour = h[{"dataset": dataset}]
+            fig, ax = plt.subplots(figsize=(9, 7))
+            drawn = 0
+            for flavour in per_flavour.axes["flavour"]:
+                sub = per_flavour[{"flavour": flavour}]
+                total = sub.sum()
+                if total <= 0:
+                    continue
+                hep.histplot(sub / total, ax=ax, label=f"{flavour} ({int(total):,})", yerr=False)
+                drawn += 1
+            if not drawn:
+                plt.close(fig)
+                continue
+            ax.set_yscale(yscale)
+            if name == "track_abs_dxy":
+                ax.set_xscale("log")
+            ax.set_xlabel(per_flavour.axes[-1].label)
+            ax.set_ylabel(f"{unit} (normalised)")
+            ax.legend(title=f"{dataset}: jet flavour", fontsize="small")
+            hep.cms.label(label, data=False, ax=ax, rlabel="jettracks")
+            path = plot_dir / f"{name}_{dataset}.png"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=80)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the results."""
+    from importlib import metadata
+
+    names = [
+        "jettracks", "coffea", "uproot", "awkward", "numba", "numpy", "dask",
+        "distributed", "dask-awkward", "hist", "pyarrow", "pydantic",
+    ]
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [_jsonable(v) for v in obj]
+        return sorted(items, key=str) if isinstance(obj, (set, frozenset)) else items
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_report(out_dir: Path, report: Mapping[str, Any]) -> Path:
+    """Write ``report.json`` (atomic)."""
+    path = out_dir / "report.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(report), indent=2, sort_keys=False) + "\n")
+    return path

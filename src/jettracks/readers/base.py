@@ -1,0 +1,163 @@
+"""The reader contract and the common "jets with tracks" layout.
+
+A reader knows one on-disk format: its tree, the branches it needs, and how to
+turn a chunk of them into an :class:`EventBatch`. It knows files, not clusters:
+it receives a mapping ``branch name -> awkward array`` (coffea NanoEvents under
+``BaseSchema``, or ``tree.arrays(...)``) and returns numpy/awkward arrays.
+
+Common layout (units: GeV, cm, radians)
+---------------------------------------
+``EventBatch.jets``: jagged ``[event][jet]`` records with fields
+
+- ``pt`` (GeV), ``eta``, ``phi`` (rad), ``mass`` (GeV)
+- ``index``: the jet's position in its event's collection in the file (int64)
+- ``hadron_flavour``, ``parton_flavour``, ``physics_flavour`` (int32; absent
+  fields are simply not present — see ``EventBatch.flavour_fields``)
+
+Tracks come in one of two shapes:
+
+- event-level ``EventBatch.tracks``: jagged ``[event][track]`` records with
+  ``pt, eta, phi, charge, dxy, dxy_err, dz`` (dxy/dz in cm, signed; ``dxy_err <= 0``
+  or NaN marks "no measurement") — associated to jets by the ΔR kernel;
+- per-jet ``EventBatch.jet_tracks``: jagged ``[event][jet][track]`` with the same
+  fields plus ``dr`` (ΔR to the jet as stored in the file) — formats whose
+  tracks are already stored per jet (the JetNtuple's ``PF_*``).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import awkward as ak
+import numpy as np
+
+__all__ = ["EventBatch", "Reader", "ReaderError", "TRACK_FIELDS"]
+
+#: Fields every track record carries (dxy, dxy_err, dz in cm; NaN where the format has none).
+TRACK_FIELDS = ("pt", "eta", "phi", "charge", "dxy", "dxy_err", "dz")
+
+
+class ReaderError(ValueError):
+    """A file that a reader cannot use; the message names file, format and reason."""
+
+
+@dataclass
+class EventBatch:
+    """A chunk of events in the common layout (see module docstring).
+
+    Attributes:
+        run, lumi, event: per-event identifiers (numpy int64/int64/uint64).
+        jets: jagged [event][jet] records.
+        tracks: event-level tracks or None.
+        jet_tracks: per-jet tracks or None.
+        track_kind: what the tracks are: ``pf_candidates``, ``tracks``,
+            ``isolated_tracks`` or ``none``.
+        has_dxy: whether the format stores transverse impact parameters.
+        flavour_fields: which flavour fields ``jets`` carries.
+        links: jet-constituent links ``[event][link]`` with fields ``jet`` and
+            ``cand`` (indices into the event's jets and tracks), where the file has them.
+        n_entries: tree entries read (events, or jets for per-jet formats).
+        notices: one-line remarks for the run report (e.g. "no track collection").
+    """
+
+    run: np.ndarray
+    lumi: np.ndarray
+    event: np.ndarray
+    jets: ak.Array
+    tracks: ak.Array | None = None
+    jet_tracks: ak.Array | None = None
+    track_kind: str = "pf_candidates"
+    has_dxy: bool = True
+    flavour_fields: tuple[str, ...] = ()
+    links: ak.Array | None = None
+    n_entries: int = 0
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def n_events(self) -> int:
+        return len(self.run)
+
+
+class Reader(abc.ABC):
+    """Base class of a format reader; subclasses register in :mod:`jettracks.readers`.
+
+    Class attributes:
+        name: format name used in configs (``format: pfnano``).
+        treename: default tree path in the file.
+        description: one line for ``runner inspect`` and docs.
+        default_flavour: flavour definition used when the processor says ``auto``.
+    """
+
+    name: ClassVar[str]
+    treename: ClassVar[str]
+    description: ClassVar[str] = ""
+    default_flavour: ClassVar[str] = "hadron"
+    per_jet_entries: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def required_branches(self) -> list[str]:
+        """Branches without which the reader cannot work."""
+
+    def optional_branches(self) -> list[str]:
+        """Branches used when present (flavour, links, ...)."""
+        return []
+
+    def branches(self, available: set[str] | None = None) -> list[str]:
+        """Branches to read: required plus the optional ones that exist."""
+        opt = self.optional_branches()
+        if available is not None:
+            opt = [b for b in opt if b in available]
+        return list(dict.fromkeys(self.required_branches() + opt))
+
+    def missing_branches(self, available: set[str]) -> list[str]:
+        return [b for b in self.required_branches() if b not in available]
+
+    def check(self, available: set[str], *, filename: str = "?") -> None:
+        """Raise :class:`ReaderError` naming the file and the missing branches."""
+        missing = self.missing_branches(available)
+        if missing:
+            raise ReaderError(
+                f"{filename}: not readable as format {self.name!r}: missing branches "
+                f"{', '.join(missing)}"
+            )
+
+    @classmethod
+    def detect(cls, trees: dict[str, set[str]]) -> bool:
+        """True when a file with these trees (path -> branch names) is of this format."""
+        branches = trees.get(cls.treename)
+        return branches is not None and not cls().missing_branches(branches)
+
+    @abc.abstractmethod
+    def read(self, columns: Any) -> EventBatch:
+        """Turn one chunk (mapping branch name -> awkward array) into an EventBatch."""
+
+
+def flat(array: Any, dtype=None) -> np.ndarray:
+    """Flat numpy content of a (possibly virtual, possibly jagged) awkward array."""
+    arr = ak.materialize(array) if hasattr(ak, "materialize") else array
+    if arr.ndim > 1:
+        arr = ak.flatten(arr, axis=None)
+    out = ak.to_numpy(arr)
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def counts(array: Any) -> np.ndarray:
+    """Per-event lengths of a jagged array, int64."""
+    return ak.to_numpy(ak.num(array, axis=1)).astype(np.int64, copy=False)
+
+
+def jagged_records(fields: dict[str, np.ndarray], counts_per_event: np.ndarray) -> ak.Array:
+    """Build a jagged [event][item] record array from flat columns + counts."""
+    return ak.unflatten(ak.zip(fields, depth_limit=1), counts_per_event)
+
+
+def local_index(n_per_event: np.ndarray) -> np.ndarray:
+    """0..n-1 within each event, flat (int64)."""
+    n_per_event = np.asarray(n_per_event, dtype=np.int64)
+    starts = np.repeat(np.cumsum(n_per_event) - n_per_event, n_per_event)
+    return np.arange(int(n_per_event.sum()), dtype=np.int64) - starts

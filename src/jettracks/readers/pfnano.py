@@ -1,0 +1,100 @@
+"""PFNano reader: NanoAOD ``Events`` with ``PFCands_*`` (one entry per event).
+
+Facts (shared/reference/formats.md §2): ``d0``/``d0Err``/``dz``/``dzErr`` are
+``-1`` when a candidate has no track details (all neutrals, many low-pT charged
+ones). A -1 is "no measurement", not -1 cm: here ``dxy`` and ``dz`` become NaN
+where ``d0Err <= 0``, and ``dxy_err`` keeps the stored value, so downstream code
+selects valid impact parameters with ``dxy_err > 0``. Impact parameters are cm.
+
+Tracks are associated to jets by ΔR between ``Jet_eta/phi`` and
+``PFCands_eta/phi`` (the 2016 open-data production has no constituent links).
+Where ``JetPFCands_jetIdx``/``JetPFCands_pFCandsIdx`` exist, the batch also
+carries them (``links``) so the processor can offer constituent association.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from .base import EventBatch, Reader, counts, flat, jagged_records, local_index
+
+__all__ = ["PFNanoReader"]
+
+
+class PFNanoReader(Reader):
+    name = "pfnano"
+    treename = "Events"
+    description = "CMS PFNano: NanoAOD Events with PFCands_* (PF candidates with d0/dz)"
+    default_flavour = "hadron"
+
+    JET = {"pt": "Jet_pt", "eta": "Jet_eta", "phi": "Jet_phi", "mass": "Jet_mass"}
+    CAND = {
+        "pt": "PFCands_pt",
+        "eta": "PFCands_eta",
+        "phi": "PFCands_phi",
+        "charge": "PFCands_charge",
+        "d0": "PFCands_d0",
+        "d0Err": "PFCands_d0Err",
+        "dz": "PFCands_dz",
+    }
+    FLAVOUR = {"hadron_flavour": "Jet_hadronFlavour", "parton_flavour": "Jet_partonFlavour"}
+    LINKS = ("JetPFCands_jetIdx", "JetPFCands_pFCandsIdx")
+
+    def required_branches(self) -> list[str]:
+        return ["run", "luminosityBlock", "event", *self.JET.values(), *self.CAND.values()]
+
+    def optional_branches(self) -> list[str]:
+        out = list(self.FLAVOUR.values())
+        if self.options.get("links", False):
+            out += list(self.LINKS)
+        return out
+
+    def read(self, columns: Any) -> EventBatch:
+        fields = set(getattr(columns, "fields", None) or columns.keys())
+        n_jet = counts(columns[self.JET["pt"]])
+        jets: dict[str, np.ndarray] = {k: flat(columns[b]) for k, b in self.JET.items()}
+        jets["index"] = local_index(n_jet)
+        flav = []
+        for key, branch in self.FLAVOUR.items():
+            if branch in fields:
+                jets[key] = flat(columns[branch], np.int32)
+                flav.append(key)
+
+        n_cand = counts(columns[self.CAND["pt"]])
+        d0 = flat(columns[self.CAND["d0"]], np.float32)
+        d0_err = flat(columns[self.CAND["d0Err"]], np.float32)
+        dz = flat(columns[self.CAND["dz"]], np.float32)
+        valid = d0_err > 0
+        tracks = {
+            "pt": flat(columns[self.CAND["pt"]]),
+            "eta": flat(columns[self.CAND["eta"]]),
+            "phi": flat(columns[self.CAND["phi"]]),
+            "charge": flat(columns[self.CAND["charge"]], np.int32),
+            "dxy": np.where(valid, d0, np.float32(np.nan)),
+            "dxy_err": d0_err,
+            "dz": np.where(valid, dz, np.float32(np.nan)),
+        }
+        batch = EventBatch(
+            run=flat(columns["run"], np.int64),
+            lumi=flat(columns["luminosityBlock"], np.int64),
+            event=flat(columns["event"], np.uint64),
+            jets=jagged_records(jets, n_jet),
+            tracks=jagged_records(tracks, n_cand),
+            track_kind="pf_candidates",
+            has_dxy=True,
+            flavour_fields=tuple(flav),
+            n_entries=len(n_jet),
+        )
+        if self.options.get("links", False) and all(b in fields for b in self.LINKS):
+            batch.notices.append("constituent links JetPFCands_* present")
+            batch.links = ak.zip(
+                {
+                    "jet": ak.materialize(columns[self.LINKS[0]]),
+                    "cand": ak.materialize(columns[self.LINKS[1]]),
+                }
+            )
+        return batch
+

@@ -1,0 +1,1 @@
+"""Command line of jettracks: ``python -m runner`` (a thin shell over :mod:`jettracks`)."""

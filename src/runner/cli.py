@@ -1,0 +1,171 @@
+"""``python -m runner``: run configs, generate samples, inspect files.
+
+``python -m runner`` with no arguments runs the demo config (``configs/demo.yaml``),
+generating its sample on first use. Exit codes: 0 success, 1 run failed (bad
+file, failed chunk), 2 bad config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEMO_CONFIG = "configs/demo.yaml"
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _find_config(path: str) -> Path:
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    alt = _project_root() / p
+    return alt if alt.exists() else p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m runner",
+        description="jettracks: tracks in jets, their dxy (cm) and jet flavour, on Dask.",
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run a YAML config", description="Run a YAML run config.")
+    run.add_argument("config", nargs="?", default=DEMO_CONFIG, help=f"config file (default {DEMO_CONFIG})")
+    run.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="attach to an existing Dask scheduler")
+    run.add_argument("--backend", help="cluster backend (local, scheduler, slurm, ..., serial)")
+    run.add_argument("--workers", type=_positive_int, help="number of workers (local) or jobs (batch)")
+    run.add_argument("--chunksize", type=_positive_int, help="entries per chunk")
+    run.add_argument("--max-files", type=_positive_int, help="at most this many files per dataset")
+    run.add_argument("--output", metavar="DIR", help="output directory (overrides output.dir)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-plots", action="store_true", help="do not write plots")
+
+    gen = sub.add_parser(
+        "generate", help="generate a synthetic sample", description="Generate synthetic CMS-format files."
+    )
+    gen.add_argument("--format", required=True, help="pfnano or jetntuple")
+    gen.add_argument("--files", type=_positive_int, default=4, help="number of files (default 4)")
+    gen.add_argument("--events-per-file", type=int, default=1000, help="events per file (default 1000)")
+    gen.add_argument("--seed", type=int, default=1, help="base random seed (default 1)")
+    gen.add_argument("--process", default="qcd", help="physics process (default qcd)")
+    gen.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    gen.add_argument("--prefix", help="file name prefix (default: the format)")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    insp = sub.add_parser(
+        "inspect", help="describe a ROOT file", description="Detected format, trees, entries and branches."
+    )
+    insp.add_argument("file", help="path or URL (root://...)")
+    insp.add_argument("--format", default="auto", help="check against this format (default: detect)")
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from rich.console import Console
+
+    from jettracks.config import ConfigError
+    from jettracks.execution import RunError, run_config
+
+    console = Console(stderr=True)
+    path = _find_config(args.config)
+    try:
+        result = run_config(
+            path,
+            workers=args.workers,
+            chunksize=args.chunksize,
+            max_files=args.max_files,
+            output_dir=args.output,
+            scheduler=args.scheduler,
+            backend=args.backend,
+            progress=not args.no_progress,
+            plots=False if args.no_plots else None,
+            console=console,
+        )
+    except ConfigError as err:
+        print(f"config error: {path}: {err}", file=sys.stderr)
+        return 2
+    except RunError as err:
+        print(f"run error: {err}", file=sys.stderr)
+        return 1
+    _print_summary(console, result)
+    return 0
+
+
+def _print_summary(console, result) -> None:
+    from rich.table import Table
+
+    rep = result.report
+    table = Table(title=f"jettracks run '{rep['name']}': cut flow")
+    steps = list(next(iter(result.cutflow.values()), {}).keys())
+    table.add_column("dataset")
+    for step in steps:
+        table.add_column(step.replace("_", " "), justify="right")
+    for ds, flow in result.cutflow.items():
+        table.add_row(ds, *(f"{flow.get(s, 0):,}" for s in steps))
+    console.print(table)
+    ent = rep["entries"]
+    console.print(
+        f"entries: {ent['processed']:,} processed of {ent['expected']:,} expected, "
+        f"{ent['skipped']:,} skipped; {rep['chunks']} chunks in {rep['timing']['process_s']} s "
+        f"({rep['timing']['entries_per_s']:,} entries/s)"
+    )
+    for note in rep.get("notices", []):
+        console.print(f"note: {note}")
+    console.print(f"outputs: {result.output_dir}")
+
+
+def _cmd_generate(args) -> int:
+    from jettracks import generate
+
+    try:
+        paths = generate.generate_dataset(
+            args.out,
+            format=args.format,
+            n_files=args.files,
+            events_per_file=args.events_per_file,
+            seed=args.seed,
+            process=args.process,
+            prefix=args.prefix,
+            overwrite=args.overwrite,
+        )
+    except ValueError as err:
+        print(f"generate error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(paths)} files in {args.out}")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from jettracks.inspect import inspect_file
+
+    return inspect_file(args.file, fmt=args.format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        argv = ["run", DEMO_CONFIG]
+    elif argv[0] not in ("run", "generate", "inspect", "-h", "--help"):
+        argv = ["run", *argv]
+    args = parser.parse_args(argv)
+    handlers = {"run": _cmd_run, "generate": _cmd_generate, "inspect": _cmd_inspect}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

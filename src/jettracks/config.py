@@ -175,11 +175,17 @@ class RunConfig(_Strict):
         return value
 
 
+def _key_text(part: Any) -> str:
+    text = str(part)
+    # Keys are shown bare when printable, quoted otherwise, so the message stays one line.
+    return text if text and text.isprintable() and "." not in text and " " not in text else repr(text)
+
+
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(part) for part in first.get("loc", ())) or "(top level)"
+    loc = ".".join(_key_text(part) for part in first.get("loc", ())) or "(top level)"
     loc = loc.replace("class_", "class")
-    msg = first.get("msg", "invalid")
+    msg = " ".join(str(first.get("msg", "invalid")).split())
     if first.get("type") == "extra_forbidden":
         msg = "unknown key"
     elif first.get("type") == "missing":
@@ -189,7 +195,7 @@ def _format_error(err: ValidationError) -> str:
     shown = "" if first.get("type") in ("missing", "extra_forbidden") else f"; got {got!r}"
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return f"{loc}: {msg}{shown}{extra}"
+    return " ".join(f"{loc}: {msg}{shown}{extra}".splitlines())
 
 
 def parse_config(data: Any, *, base_dir: str | os.PathLike | None = None) -> RunConfig:
@@ -211,11 +217,11 @@ def parse_config(data: Any, *, base_dir: str | os.PathLike | None = None) -> Run
     for name, ds in cfg.datasets.items():
         if ds.format != "auto" and ds.format not in readers.available():
             raise ConfigError(
-                f"datasets.{name}.format: unknown format {ds.format!r}; "
+                f"datasets.{_key_text(name)}.format: unknown format {ds.format!r}; "
                 f"known: auto, {', '.join(readers.available())}"
             )
         if not ds.files and not ds.files_from:
-            raise ConfigError(f"datasets.{name}.files: give files or files_from")
+            raise ConfigError(f"datasets.{_key_text(name)}.files: give files or files_from")
     from jettracks import cluster
 
     if cfg.executor.backend not in (*cluster.available(), "serial"):
@@ -245,5 +251,6 @@ def load_config(source: str | os.PathLike | dict) -> RunConfig:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = " ".join(str(problem).split())
         raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
     return parse_config(data, base_dir=path.parent)

@@ -359,7 +359,7 @@ def run_config(
     save_hists(out_dir, hists, cutflow)
     if cfg.output.plots and hists:
         is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
-        report["plots"] = [p.name for p in save_plots(out_dir, hists, label="Simulation" if is_mc else "Open Data")]
+        report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc)]
     save_report(out_dir, report)
     return RunResult(
         hists=hists,

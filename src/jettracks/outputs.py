@@ -74,7 +74,7 @@ _PLOTS = {
 }
 
 
-def save_plots(out_dir: Path, hists: Mapping[str, Any], *, label: str = "Simulation") -> list[Path]:
+def save_plots(out_dir: Path, hists: Mapping[str, Any], *, is_data: bool = False) -> list[Path]:
     """One PNG per (histogram, dataset): distributions by flavour, normalised to unit area."""
     import matplotlib
 
@@ -110,7 +110,7 @@ def save_plots(out_dir: Path, hists: Mapping[str, Any], *, label: str = "Simulat
             ax.set_xlabel(per_flavour.axes[-1].label)
             ax.set_ylabel(f"{unit} (normalised)")
             ax.legend(title=f"{dataset}: jet flavour", fontsize="small")
-            hep.cms.label(label, data=False, ax=ax, rlabel="jettracks")
+            hep.cms.label("Open Data" if is_data else "", data=is_data, ax=ax, rlabel="jettracks")
             path = plot_dir / f"{name}_{dataset}.png"
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=80)

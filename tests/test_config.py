@@ -1,0 +1,137 @@
+"""Config loading: valid shapes parse; bad ones give one line naming the key (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jettracks.config import ConfigError, load_config, parse_config
+
+GOOD = {
+    "name": "demo",
+    "datasets": {
+        "qcd": {"files": ["data/demo/pfnano_*.root"], "format": "pfnano", "metadata": {"is_mc": True}}
+    },
+    "processor": {
+        "class": "processors.jet_tracks:JetTrackProcessor",
+        "options": {"cone_dr": 0.5, "jet_pt_min": 30.0, "jet_abs_eta_max": 2.5, "track_pt_min": 1.0},
+    },
+    "executor": {"backend": "local", "workers": 2, "chunksize": 100000},
+    "output": {"dir": "outputs/demo"},
+}
+
+
+def test_issue_shape_parses():
+    cfg = parse_config(GOOD)
+    assert cfg.datasets["qcd"].format == "pfnano"
+    assert cfg.processor.class_ == "processors.jet_tracks:JetTrackProcessor"
+    assert cfg.executor.workers == 2
+
+
+def _with(path, value):
+    import copy
+
+    data = copy.deepcopy(GOOD)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (("datasets", "qcd", "format"), "nanoaod_v99", "datasets.qcd.format"),
+        (("datasets", "qcd", "colour"), "red", "datasets.qcd.colour"),
+        (("executor", "chunksize"), "lots", "executor.chunksize"),
+        (("executor", "workers"), 0, "executor.workers"),
+        (("executor", "backend"), "kubernetes", "executor.backend"),
+        (("processor", "class"), "no_colon_here", "processor.class"),
+        (("datasets",), KeyError, "datasets"),
+        (("datasets",), {}, "datasets"),
+        (("output", "dir"), ["a", "b"], "output.dir"),
+    ],
+)
+def test_bad_key_named_in_one_line(path, value, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with(path, value))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(key), msg
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ndatasets: {qcd: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(p) in str(err.value) and "line" in str(err.value)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_config_exit_2_no_traceback(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(_with(("executor", "chunksize"), -5)))
+    proc = _cli("run", str(p))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "executor.chunksize" in lines[0]
+
+
+def test_cli_missing_config_exit_2(tmp_path):
+    proc = _cli("run", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2 and "cannot read config" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_help_everywhere():
+    for args in (["--help"], ["run", "--help"], ["generate", "--help"], ["inspect", "--help"]):
+        proc = _cli(*args)
+        assert proc.returncode == 0 and "usage" in proc.stdout.lower()
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    key=st.sampled_from(
+        [("name",), ("datasets",), ("datasets", "qcd"), ("datasets", "qcd", "files"),
+         ("datasets", "qcd", "format"), ("datasets", "qcd", "metadata"), ("processor",),
+         ("processor", "options"), ("executor",), ("executor", "chunksize"), ("executor", "workers"),
+         ("output",), ("output", "dir")]
+    ),
+    value=yaml_values,
+)
+def test_any_wrong_value_is_config_error_or_valid(key, value):
+    try:
+        parse_config(_with(key, value))
+    except ConfigError as err:
+        assert "\n" not in str(err)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_text_as_yaml_is_config_error_or_valid(tmp_path_factory, text):
+    p = tmp_path_factory.mktemp("fuzz") / "c.yaml"
+    p.write_text(text, encoding="utf-8")
+    try:
+        load_config(p)
+    except ConfigError as err:
+        assert "\n" not in str(err)

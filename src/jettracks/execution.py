@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import json
 import os
 import shutil
 import socket
@@ -213,6 +214,10 @@ def run_config(
     backend: str | None = None,
     progress: bool = True,
     plots: bool | None = None,
+    skip_bad_files: bool = False,
+    overwrite: bool = False,
+    resume: bool = False,
+    refresh: bool = False,
     console: Any = None,
 ) -> RunResult:
     """Run a config end to end and write its outputs.
@@ -228,14 +233,19 @@ def run_config(
         backend: override ``executor.backend``.
         progress: show a progress bar.
         plots: override ``output.plots``.
+        skip_bad_files: finish the run past files/chunks that keep failing and
+            report what was skipped (default: stop, naming the first failure, once
+            every other chunk has finished and been checkpointed).
+        overwrite: replace an output directory left by a different config/processor.
+        resume: require an earlier run of the same config to resume from (rerunning
+            the same command resumes anyway).
+        refresh: ignore the cached file metadata (entries per file).
         console: a ``rich.console.Console`` for messages (default: stderr).
 
     Raises:
         ConfigError: bad config (one line naming the key).
         RunError: bad input file or failed run (one line naming the file).
     """
-    from coffea import processor as coffea_processor
-    from coffea.nanoevents import BaseSchema
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -246,12 +256,9 @@ def run_config(
     else:
         cfg = load_config(config)
     ex = cfg.executor
-    if workers is not None:
-        ex.workers = workers
-    if chunksize is not None:
-        ex.chunksize = chunksize
-    if max_files is not None:
-        ex.max_files = max_files
+    for key, value in (("workers", workers), ("chunksize", chunksize), ("max_files", max_files)):
+        if value is not None:
+            setattr(ex, key, value)
     if scheduler is not None:
         ex.backend, ex.scheduler = "scheduler", scheduler
     if backend is not None:
@@ -263,100 +270,118 @@ def run_config(
 
     out_dir = Path(cfg.output.dir).absolute()
     ml_dir = out_dir / "ml" if cfg.output.ml else None
-    if ml_dir is not None and ml_dir.exists():
-        shutil.rmtree(ml_dir)  # parts of an earlier run must not mix with this one
-    out_dir.mkdir(parents=True, exist_ok=True)
     proc = _load_processor(cfg, ml_dir)
+    state = _RunState(out_dir, proc, cfg)
+    state.claim(overwrite=overwrite, resume=resume, console=console)
 
     t_start = time.perf_counter()
     serial = ex.backend == "serial" and client is None
     cluster_ctx = _serial_cluster() if serial else cluster.connect(ex, client=client)
-    with cluster_ctx as handle:
-        if handle.dashboard_link:
-            console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
-        fileset, formats, branches = _prepare_datasets(cfg, handle.client, ex.max_files, proc)
-        if serial:
-            executor = coffea_processor.IterativeExecutor(status=progress)
-        else:
-            executor = coffea_processor.DaskExecutor(
-                client=handle.client, status=progress, retries=ex.retries, treereduction=8
+    try:
+        with cluster_ctx as handle:
+            if handle.dashboard_link:
+                console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
+            fileset, formats, branches = _prepare_datasets(cfg, handle.client, ex.max_files, proc)
+            for name, fmt in formats.items():
+                if cfg.datasets[name].format == "auto":
+                    console.print(f"datasets.{name}: format auto -> detected [bold]{fmt}[/bold]")
+            t_pre = time.perf_counter()
+            meta, bad_files = _file_metadata(fileset, handle.client, ex, refresh=refresh, cache_dir=out_dir)
+            t_run = time.perf_counter()
+            output, failures, chunk_times, n_chunks = _process(
+                fileset, meta, proc, handle.client, ex, branches, state.checkpointer, progress
             )
-        runner = coffea_processor.Runner(
-            executor=executor,
-            schema=BaseSchema,
-            chunksize=ex.chunksize,
-            savemetrics=True,
-            xrootdtimeout=ex.xrootd_timeout,
-        )
-        t_pre = time.perf_counter()
-        try:
-            chunks = list(runner.preprocess(fileset))
-        except Exception as err:
-            raise RunError(_one_line(err, "preprocessing")) from None
-        expected: dict[str, int] = {}
-        for chunk in chunks:
-            expected[chunk.filename] = expected.get(chunk.filename, 0) + (chunk.entrystop - chunk.entrystart)
-        t_run = time.perf_counter()
-        iteritems = {"filter_name": sorted(branches)}
-        try:
-            output, metrics = runner(chunks, proc, iteritems_options=iteritems)
-        except Exception as err:
-            raise RunError(_one_line(err, "processing")) from None
-        t_done = time.perf_counter()
-        description = dict(handle.description)
+            t_done = time.perf_counter()
+            description = dict(handle.description)
+            backend_name = "serial" if serial else handle.backend
+    except KeyboardInterrupt:
+        raise RunError(
+            f"interrupted; finished chunks are checkpointed in {state.checkpoint_dir}: "
+            "rerun the same command to resume"
+        ) from None
 
+    output = output or {}
     hists = output.get("hists", {})
     cutflow = output.get("cutflow", {})
     processed = output.get("entries", {})
-    for filename in expected:
-        processed.setdefault(filename, 0)
-    files_report = [
-        {
-            "dataset": ds_name,
-            "file": f,
-            "entries_expected": expected.get(f, 0),
-            "entries_processed": processed.get(f, 0),
-        }
-        for ds_name, spec in fileset.items()
-        for f in spec["files"]
-    ]
-    n_expected = sum(expected.values())
-    n_processed = sum(processed.get(f, 0) for f in expected)
+    skipped: dict[str, list[dict[str, Any]]] = {}
+    for f in bad_files:
+        skipped.setdefault(f.filename, []).append({"entries": None, "reason": f.error, "stage": "open"})
+    for f in failures:
+        skipped.setdefault(f.filename, []).append(
+            {"entries": f.entries, "range": [f.entrystart, f.entrystop], "reason": f.error, "stage": "process"}
+        )
+    files_report = []
+    for ds_name, spec in fileset.items():
+        for fname in spec["files"]:
+            m = meta.get((ds_name, fname))
+            files_report.append(
+                {
+                    "dataset": ds_name,
+                    "file": fname,
+                    "uuid": m["uuid_hex"] if m else None,
+                    "entries_expected": m["numentries"] if m else None,
+                    "entries_processed": processed.get(fname, 0),
+                    "entries_skipped": sum(s["entries"] or 0 for s in skipped.get(fname, [])),
+                    "skipped": skipped.get(fname, []),
+                }
+            )
+    n_expected = sum(f["entries_expected"] or 0 for f in files_report)
+    n_processed = sum(f["entries_processed"] for f in files_report)
+    n_skipped = sum(f["entries_skipped"] for f in files_report)
     report = {
         "name": cfg.name,
+        "status": "ok" if not (bad_files or failures) else ("partial" if skip_bad_files else "failed"),
         "config": cfg.model_dump(mode="json", by_alias=True),
+        "fingerprint": state.fingerprint,
         "formats": formats,
-        "cluster": {"backend": "serial" if serial else handle.backend, **description},
+        "cluster": {"backend": backend_name, **description},
         "host": socket.gethostname(),
-        "versions": _versions(),
+        "provenance": _provenance(),
         "files": files_report,
         "entries": {
             "expected": n_expected,
             "processed": n_processed,
-            "skipped": n_expected - n_processed,
+            "skipped": n_skipped,
+            "files_unreadable": len(bad_files),
         },
-        "chunks": len(chunks),
+        "chunks": n_chunks,
+        "chunks_failed": len(failures),
+        "chunks_from_checkpoint": state.reused_chunks(),
         "cutflow": cutflow,
         "notices": sorted(output.get("notices", set())),
         "histograms": sorted(hists),
         "ml_parts": len(output.get("ml_parts", [])),
         "timing": {
             "prepare_s": round(t_pre - t_start, 3),
-            "preprocess_s": round(t_run - t_pre, 3),
+            "metadata_s": round(t_run - t_pre, 3),
             "process_s": round(t_done - t_run, 3),
             "total_s": round(t_done - t_start, 3),
             "entries_per_s": round(n_processed / max(t_done - t_run, 1e-9), 1),
+            "chunks": [
+                {"file": f, "range": [a, b], "seconds": s} for f, a, b, s in sorted(chunk_times)
+            ],
         },
-        "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
     }
-    if n_processed != n_expected:
-        raise RunError(
-            f"entries processed ({n_processed}) differ from entries expected ({n_expected}); "
-            "see report.json"
-        )
     from .outputs import save_hists, save_plots, save_report
 
-    save_hists(out_dir, hists, cutflow)
+    if n_processed + n_skipped != n_expected:  # an invariant: anything else is a bug
+        save_report(out_dir, report)
+        raise RunError(
+            f"accounting mismatch: processed {n_processed} + skipped {n_skipped} != expected "
+            f"{n_expected}; see {out_dir / 'report.json'}"
+        )
+    if (bad_files or failures) and not skip_bad_files:
+        save_report(out_dir, report)
+        first = (bad_files + failures)[0]
+        more = len(bad_files) + len(failures) - 1
+        raise RunError(
+            f"{first.line()}"
+            + (f" (and {more} more)" if more else "")
+            + "; other chunks are checkpointed: fix or pass --skip-bad-files, then rerun"
+        )
+    if hists:
+        save_hists(out_dir, hists, cutflow)
     if cfg.output.plots and hists:
         is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
         report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc)]
@@ -371,6 +396,222 @@ def run_config(
     )
 
 
+class _RunState:
+    """The run directory's identity: fingerprint file, checkpoints, overwrite rules."""
+
+    STATE = ".jettracks-run.json"
+
+    def __init__(self, out_dir: Path, proc, cfg: RunConfig) -> None:
+        from .accounting import RunCheckpointer, run_fingerprint
+
+        self.out_dir = out_dir
+        part = {
+            "datasets": cfg.model_dump(mode="json", by_alias=True)["datasets"],
+            "processor": cfg.processor.model_dump(mode="json", by_alias=True),
+            "chunksize": cfg.executor.chunksize,
+            "ml": cfg.output.ml,
+        }
+        self.fingerprint = run_fingerprint(proc, part)
+        self.checkpoint_dir = out_dir / "checkpoints" / self.fingerprint
+        self.checkpointer = RunCheckpointer(self.checkpoint_dir)
+        self._before = 0
+
+    def claim(self, *, overwrite: bool, resume: bool, console) -> None:
+        state_file = self.out_dir / self.STATE
+        if state_file.exists():
+            try:
+                old = json.loads(state_file.read_text()).get("fingerprint")
+            except (OSError, ValueError):
+                old = None
+            if old != self.fingerprint:
+                if not overwrite:
+                    raise RunError(
+                        f"{self.out_dir} holds a run of a different config or processor; "
+                        "pass --overwrite to replace it or choose another --output"
+                    )
+                self._wipe()
+            elif overwrite:
+                self._wipe()
+            else:
+                self._before = self.checkpointer.count() if self.checkpoint_dir.exists() else 0
+                if self._before:
+                    console.print(f"resuming: {self._before} chunk(s) checkpointed in {self.checkpoint_dir}")
+        elif self.out_dir.exists() and any(self.out_dir.iterdir()):
+            if not overwrite:
+                raise RunError(
+                    f"{self.out_dir} exists and is not a jettracks run directory; "
+                    "pass --overwrite to replace it or choose another --output"
+                )
+            self._wipe()
+        elif resume:
+            raise RunError(f"--resume: no earlier run in {self.out_dir}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        from .outputs import atomic_path
+
+        with atomic_path(state_file) as tmp:
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+
+    def reused_chunks(self) -> int:
+        return self._before
+
+    def _wipe(self) -> None:
+        for child in self.out_dir.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+def _file_metadata(fileset, client, ex, *, refresh: bool, cache_dir: Path):
+    """Entries + UUID per file; unreadable files become failures, not exceptions."""
+    from .accounting import ChunkFailure, error_line, file_metadata
+
+    cache = _entry_cache(refresh)
+    meta: dict[tuple[str, str], dict[str, Any]] = {}
+    todo = []
+    for ds, spec in fileset.items():
+        for fname in spec["files"]:
+            hit = cache.get(fname, spec["treename"]) if cache is not None else None
+            if hit is not None:
+                meta[(ds, fname)] = hit
+            else:
+                todo.append((ds, fname, spec["treename"]))
+    bad: list = []
+    if todo:
+        if client is None:
+            results = []
+            for _, fname, tree in todo:
+                try:
+                    results.append(file_metadata(fname, tree, ex.xrootd_timeout))
+                except Exception as err:
+                    results.append(err)
+        else:
+            futures = client.map(
+                file_metadata,
+                [t[1] for t in todo],
+                [t[2] for t in todo],
+                [ex.xrootd_timeout] * len(todo),
+                pure=False,
+                retries=ex.retries,
+            )
+            results = []
+            for fut in futures:
+                try:
+                    results.append(fut.result())
+                except Exception as err:
+                    results.append(err)
+        for (ds, fname, tree), res in zip(todo, results):
+            if isinstance(res, BaseException):
+                bad.append(ChunkFailure(ds, fname, 0, 0, error_line(res)))
+                continue
+            meta[(ds, fname)] = res
+            if cache is not None:
+                cache.put(fname, tree, res)
+        if cache is not None:
+            cache.save()
+    for m in meta.values():
+        m["uuid_hex"] = bytes(m["uuid"]).hex() if not isinstance(m["uuid"], str) else m["uuid"]
+    return meta, bad
+
+
+def _entry_cache(refresh: bool):
+    """The persistent entries-per-file cache of :mod:`jettracks.files`, if available."""
+    try:
+        from .files import EntryCache
+    except ImportError:
+        return None
+    try:
+        return EntryCache(refresh=refresh)
+    except TypeError:
+        return None
+
+
+def _process(fileset, meta, proc, client, ex, branches, checkpointer, progress):
+    from coffea import processor as coffea_processor
+    from coffea.nanoevents import BaseSchema
+    from coffea.processor.executor import FileMeta
+
+    from .accounting import AccountingDaskExecutor, ChunkFailure, error_line
+
+    metadata_cache = {}
+    good = {}
+    for ds, spec in fileset.items():
+        files = [f for f in spec["files"] if (ds, f) in meta]
+        if not files:
+            continue
+        good[ds] = {**spec, "files": files}
+        for f in files:
+            m = meta[(ds, f)]
+            metadata_cache[FileMeta(ds, f, spec["treename"])] = {
+                **spec["metadata"],
+                "numentries": m["numentries"],
+                "uuid": m["uuid"] if isinstance(m["uuid"], bytes) else bytes.fromhex(m["uuid_hex"]),
+            }
+    if not good:
+        return {}, [], [], 0
+    if client is None:
+        executor = coffea_processor.IterativeExecutor(status=False)
+    else:
+        executor = AccountingDaskExecutor(client=client, status=progress, retries=ex.retries)
+    runner = coffea_processor.Runner(
+        executor=executor,
+        schema=BaseSchema,
+        chunksize=ex.chunksize,
+        savemetrics=True,
+        xrootdtimeout=ex.xrootd_timeout,
+        metadata_cache=metadata_cache,
+        checkpointer=checkpointer,
+    )
+    chunks = list(runner.preprocess(good))
+    iteritems = {"filter_name": sorted(branches)}
+    failures: list = []
+    if client is None:  # in-process reference: chunk by chunk, failures recorded per chunk
+        from coffea.processor.accumulator import iadd
+
+        output, times = None, []
+        for c in chunks:
+            t0 = time.perf_counter()
+            try:
+                out, _metrics = runner([c], proc, iteritems_options=iteritems)
+            except Exception as err:
+                failures.append(ChunkFailure(c.dataset, c.filename, c.entrystart, c.entrystop, error_line(err)))
+                continue
+            times.append((c.filename, c.entrystart, c.entrystop, round(time.perf_counter() - t0, 4)))
+            output = out if output is None else iadd(output, out)
+        return output or {}, failures, times, len(chunks)
+    output = {}
+    try:
+        output, _metrics = runner(chunks, proc, iteritems_options=iteritems)
+    except ValueError as err:
+        if "No chunks returned results" not in str(err):
+            raise
+    return output, executor.failures, executor.chunk_seconds, len(chunks)
+
+
+def _provenance() -> dict[str, Any]:
+    """Package versions, Python, and the project's git commit + dirty flag."""
+    import platform
+    import subprocess
+
+    from .outputs import package_versions
+
+    root = Path(__file__).resolve().parents[2]
+    git: dict[str, Any] = {}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=10,
+            )
+            git = {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"python": platform.python_version(), "versions": package_versions(), "git": git}
+
+
 class _serial_cluster:
     """Context manager standing in for a cluster when running in-process."""
 
@@ -379,30 +620,3 @@ class _serial_cluster:
 
     def __exit__(self, *exc):
         return False
-
-
-def _versions() -> dict[str, str]:
-    from .outputs import package_versions
-
-    return package_versions()
-
-
-def _one_line(err: BaseException, stage: str) -> str:
-    """The innermost useful message of a (coffea-wrapped) exception, on one line."""
-    chain = []
-    e: BaseException | None = err
-    while e is not None and len(chain) < 10:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    inner = chain[-1]
-    text = f"{inner.__class__.__name__}: {inner}".replace("\n", " ")
-    outer = str(chain[0]).replace("\n", " ")
-    where = ""
-    import re
-
-    m = re.search(r"filename='([^']+)'.*?entrystart=(\d+), entrystop=(\d+)", outer)
-    if m:
-        where = f"{m.group(1)} entries {m.group(2)}-{m.group(3)}: "
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{stage} failed: {where}{text}"

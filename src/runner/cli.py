@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunksize", type=_positive_int, help="entries per chunk")
     run.add_argument("--max-files", type=_positive_int, help="at most this many files per dataset")
     run.add_argument("--output", metavar="DIR", help="output directory (overrides output.dir)")
+    run.add_argument("--skip-bad-files", action="store_true",
+                     help="finish past files/chunks that keep failing; report what was skipped")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an output directory left by a different config or processor")
+    run.add_argument("--resume", action="store_true",
+                     help="resume an interrupted run (rerunning the same command does this too)")
+    run.add_argument("--refresh", action="store_true", help="ignore cached file metadata (entries per file)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="do not write plots")
 
@@ -75,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
+    import signal
+
     from rich.console import Console
 
     from jettracks.config import ConfigError
@@ -82,6 +91,8 @@ def _cmd_run(args) -> int:
 
     console = Console(stderr=True)
     path = _find_config(args.config)
+    # SIGTERM (batch systems, `kill`) ends the run like Ctrl-C: checkpoints stay for a resume.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result = run_config(
             path,
@@ -93,6 +104,10 @@ def _cmd_run(args) -> int:
             backend=args.backend,
             progress=not args.no_progress,
             plots=False if args.no_plots else None,
+            skip_bad_files=args.skip_bad_files,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            refresh=args.refresh,
             console=console,
         )
     except ConfigError as err:
@@ -119,10 +134,13 @@ def _print_summary(console, result) -> None:
     console.print(table)
     ent = rep["entries"]
     console.print(
-        f"entries: {ent['processed']:,} processed of {ent['expected']:,} expected, "
-        f"{ent['skipped']:,} skipped; {rep['chunks']} chunks in {rep['timing']['process_s']} s "
-        f"({rep['timing']['entries_per_s']:,} entries/s)"
+        f"entries: {ent['processed']:,} processed + {ent['skipped']:,} skipped = {ent['expected']:,} "
+        f"expected; {rep['chunks']} chunks ({rep['chunks_from_checkpoint']} from checkpoints) "
+        f"in {rep['timing']['process_s']} s"
     )
+    for f in rep["files"]:
+        for s in f["skipped"]:
+            console.print(f"[yellow]skipped[/yellow] {f['file']}: {s['entries'] if s['entries'] is not None else 'all'} entries: {s['reason']}")
     for note in rep.get("notices", []):
         console.print(f"note: {note}")
     console.print(f"outputs: {result.output_dir}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import awkward as ak
@@ -36,7 +37,7 @@ from jettracks import flavour as flav
 from jettracks import readers
 from jettracks.kernels import associate_tracks
 
-__all__ = ["CUTFLOW_STEPS", "JetTrackProcessor", "make_histograms"]
+__all__ = ["CUTFLOW_STEPS", "ChunkAnalysis", "JetTrackProcessor", "make_histograms"]
 
 #: Cut-flow steps in order (counts, see :meth:`JetTrackProcessor.process`).
 CUTFLOW_STEPS = (
@@ -95,6 +96,37 @@ def make_histograms(*, cone_dr: float = 0.5, with_dxy: bool = True) -> dict[str,
             ),
         )
     return h
+
+
+@dataclass
+class ChunkAnalysis:
+    """One chunk after selection and association (flat over selected jets).
+
+    Attributes:
+        batch: the reader's :class:`~jettracks.readers.base.EventBatch`.
+        jets: selected jets (flat records: pt, eta, phi, mass, index, flavour fields).
+        jet_event: index of each selected jet's event in the batch.
+        jet_tracks: jagged [jet][track] records: pt, eta, phi, charge, dxy, dxy_err, dz (cm), dr.
+        flavour_codes: :data:`jettracks.flavour.CODES` per selected jet.
+        flavour_definition: the definition used (``hadron``, ``parton``, ``physics``, ``data``).
+    """
+
+    batch: Any
+    jets: ak.Array
+    jet_event: np.ndarray
+    jet_tracks: ak.Array
+    flavour_codes: np.ndarray
+    flavour_definition: str
+    n_events: int
+    n_jets: int
+    n_tracks_selected: int
+
+    def track_dxy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat ``(dxy_cm, dxy_err_cm, valid)`` over all associated tracks; valid = ``dxy_err > 0``."""
+        flat_tracks = ak.flatten(self.jet_tracks, axis=1)
+        dxy = ak.to_numpy(flat_tracks["dxy"]).astype(np.float64)
+        dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
+        return dxy, dxy_err, (dxy_err > 0) & np.isfinite(dxy)
 
 
 class JetTrackProcessor(processor.ProcessorABC):
@@ -166,14 +198,18 @@ class JetTrackProcessor(processor.ProcessorABC):
         )
         return codes, definition
 
-    # -- the ProcessorABC contract --------------------------------------------------
-    def process(self, events) -> dict[str, Any]:
-        meta = dict(events.metadata)
-        dataset = meta["dataset"]
-        fmt = meta["format"]
-        is_mc = bool(meta.get("is_mc", True))
+    # -- per-chunk analysis (shared by both engines) -----------------------------
+    def analyse(self, columns: Any, *, fmt: str, is_mc: bool = True) -> ChunkAnalysis:
+        """Read, select, associate and label one chunk; no histograms, no I/O.
+
+        Args:
+            columns: mapping branch name -> awkward array (NanoEvents under
+                ``BaseSchema``, ``tree.arrays(...)``, or a concrete dask-awkward partition).
+            fmt: reader name (``pfnano``, ``jetntuple``, ...).
+            is_mc: simulation (flavour from truth branches) or collision data.
+        """
         reader = self.reader_for(fmt)
-        batch = reader.read(events)
+        batch = reader.read(columns)
 
         # Flat jets and their selection.
         n_jets_per_event = ak.to_numpy(ak.num(batch.jets, axis=1)).astype(np.int64)
@@ -187,7 +223,7 @@ class JetTrackProcessor(processor.ProcessorABC):
         n_sel_per_event = np.bincount(sel_event, minlength=batch.n_events).astype(np.int64)
 
         if batch.tracks is not None:
-            tracks, n_tracks_selected, jet_tracks = self._associate_event_tracks(
+            _, n_tracks_selected, jet_tracks = self._associate_event_tracks(
                 batch, jets, n_sel_per_event
             )
         elif batch.jet_tracks is not None:
@@ -195,65 +231,79 @@ class JetTrackProcessor(processor.ProcessorABC):
         else:
             n_tracks_selected = 0
             jet_tracks = ak.unflatten(
-                ak.Array({f: np.zeros(0, np.float32) for f in (*readers.base.TRACK_FIELDS, "dr")}),
+                ak.zip({f: np.zeros(0, np.float32) for f in (*readers.base.TRACK_FIELDS, "dr")}),
                 np.zeros(len(jets), dtype=np.int64),
             )
-        n_per_jet = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int64)
-
         codes, definition = self._flavour_codes(jets, batch, reader, is_mc)
-        labels = flav.flavour_labels(codes)
+        n_events = batch.n_events
+        if reader.per_jet_entries:
+            n_events = _count_event_groups(batch.run, batch.lumi, batch.event)
+        return ChunkAnalysis(
+            batch=batch,
+            jets=jets,
+            jet_event=sel_event,
+            jet_tracks=jet_tracks,
+            flavour_codes=codes,
+            flavour_definition=definition,
+            n_events=int(n_events),
+            n_jets=int(len(jet_pt)),
+            n_tracks_selected=int(n_tracks_selected),
+        )
 
+    def fill(self, dataset: str, chunk: ChunkAnalysis) -> dict[str, hist.Hist]:
+        """Histograms of one analysed chunk (see :func:`make_histograms`)."""
+        labels = flav.flavour_labels(chunk.flavour_codes)
+        jets, jet_tracks = chunk.jets, chunk.jet_tracks
+        n_per_jet = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int64)
         flat_tracks = ak.flatten(jet_tracks, axis=1)
         trk_labels = np.repeat(labels, n_per_jet)
-        dxy = ak.to_numpy(flat_tracks["dxy"]).astype(np.float64)
-        dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
-        valid = (dxy_err > 0) & np.isfinite(dxy)
-
-        hists = make_histograms(cone_dr=self.cone_dr, with_dxy=batch.has_dxy)
+        hists = make_histograms(cone_dr=self.cone_dr, with_dxy=chunk.batch.has_dxy)
         hists["jet_pt"].fill(dataset=dataset, flavour=labels, pt=ak.to_numpy(jets["pt"]))
         hists["jet_eta"].fill(dataset=dataset, flavour=labels, eta=ak.to_numpy(jets["eta"]))
         hists["jet_n_tracks"].fill(dataset=dataset, flavour=labels, n=n_per_jet)
         hists["track_jet_dr"].fill(
             dataset=dataset, flavour=trk_labels, dr=ak.to_numpy(flat_tracks["dr"])
         )
-        if batch.has_dxy:
+        if chunk.batch.has_dxy:
+            dxy, dxy_err, valid = chunk.track_dxy()
             v_dxy, v_err, v_lab = dxy[valid], dxy_err[valid], trk_labels[valid]
             hists["track_dxy"].fill(dataset=dataset, flavour=v_lab, dxy=v_dxy)
             hists["track_abs_dxy"].fill(dataset=dataset, flavour=v_lab, absdxy=np.abs(v_dxy))
-            hists["track_dxy_significance"].fill(
-                dataset=dataset, flavour=v_lab, sig=v_dxy / v_err
-            )
+            hists["track_dxy_significance"].fill(dataset=dataset, flavour=v_lab, sig=v_dxy / v_err)
+        return hists
 
-        n_events = batch.n_events
-        if reader.per_jet_entries:
-            n_events = _count_event_groups(batch.run, batch.lumi, batch.event)
-        cutflow = {
-            "entries": int(batch.n_entries),
-            "events": int(n_events),
-            "jets": int(len(jet_pt)),
-            "selected_jets": int(len(jets)),
-            "tracks": int(n_tracks_selected),
+    def cutflow(self, chunk: ChunkAnalysis) -> dict[str, int]:
+        """Counts of the cut flow (:data:`CUTFLOW_STEPS`) for one analysed chunk."""
+        dxy, _, valid = chunk.track_dxy()
+        return {
+            "entries": int(chunk.batch.n_entries),
+            "events": chunk.n_events,
+            "jets": chunk.n_jets,
+            "selected_jets": int(len(chunk.jets)),
+            "tracks": chunk.n_tracks_selected,
             "tracks_in_cone": int(len(dxy)),
-            "tracks_valid_dxy": int(valid.sum()) if batch.has_dxy else 0,
+            "tracks_valid_dxy": int(valid.sum()) if chunk.batch.has_dxy else 0,
         }
 
+    # -- the ProcessorABC contract --------------------------------------------------
+    def process(self, events) -> dict[str, Any]:
+        meta = dict(events.metadata)
+        dataset = meta["dataset"]
+        fmt = meta["format"]
+        chunk = self.analyse(events, fmt=fmt, is_mc=bool(meta.get("is_mc", True)))
+        batch = chunk.batch
         notices = set(batch.notices)
-        notices.add(f"{dataset}: flavour definition {definition}")
+        notices.add(f"{dataset}: flavour definition {chunk.flavour_definition}")
         if not batch.has_dxy:
             notices.add(f"{dataset}: format {fmt} has no impact parameters; dxy histograms absent")
         if batch.track_kind == "isolated_tracks":
             notices.add(f"{dataset}: tracks are IsoTrack_* isolated tracks, not all tracks in jets")
-
         ml_parts: list[str] = []
         if self.ml_dir is not None:
-            ml_parts.append(
-                self._write_ml_part(
-                    meta, batch, jets, sel_event, codes, labels, jet_tracks, definition
-                )
-            )
+            ml_parts.append(self._write_ml_part(meta, chunk))
         return {
-            "hists": hists,
-            "cutflow": {dataset: cutflow},
+            "hists": self.fill(dataset, chunk),
+            "cutflow": {dataset: self.cutflow(chunk)},
             "entries": {meta.get("filename", "?"): int(batch.n_entries)},
             "notices": notices,
             "ml_parts": ml_parts,
@@ -331,7 +381,10 @@ class JetTrackProcessor(processor.ProcessorABC):
         return n_selected, per_jet[in_cone]
 
     # -- ML columns ------------------------------------------------------------------------
-    def _write_ml_part(self, meta, batch, jets, sel_event, codes, labels, jet_tracks, definition):
+    def _write_ml_part(self, meta, chunk: ChunkAnalysis) -> str:
+        batch, jets, jet_tracks, sel_event = chunk.batch, chunk.jets, chunk.jet_tracks, chunk.jet_event
+        codes = chunk.flavour_codes
+        labels = flav.flavour_labels(codes)
         n = len(jets)
         columns: dict[str, Any] = {
             "dataset": np.full(n, meta["dataset"]),

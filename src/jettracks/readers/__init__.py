@@ -2,7 +2,22 @@
 
 Each reader turns its format into the common "jets with tracks" layout of
 :mod:`jettracks.readers.base`. ``get("pfnano")`` returns a reader instance;
-``detect(file)`` picks the format of a file from its trees and branches.
+``detect(file)`` picks the format of a file from its trees and branches and
+``detect_tree(file)`` also says which tree it will read.
+
+Registered formats, in detection order (most specific first):
+
+``pfnano``
+    NanoAOD ``Events`` + ``PFCands_*`` with ``d0``/``d0Err`` (PF candidates).
+``jettrack_events``
+    event-level jets + tracks ntuples (``evtTree``: ``Jet_*``, ``Trk_*``); names configurable.
+``treemaker``
+    TreeMaker ``PreSelection`` (``Jets`` LorentzVectors, ``Tracks`` with ``dxyPV0``).
+``jetntuple``
+    CMS open data record 12100 ``AK4jets/jetTree``, one jet per entry, no dxy.
+``nanoaod``
+    standard NanoAOD ``Events`` + ``Jet_*``; tracks only ``IsoTrack_*`` (isolated tracks).
+    Last: every PFNano file is also a NanoAOD file.
 """
 
 from __future__ import annotations
@@ -11,9 +26,22 @@ from typing import Any
 
 from .base import EventBatch, Reader, ReaderError
 from .jetntuple import JetNtupleReader
+from .jettrack_events import JetTrackEventsReader
+from .nanoaod import NanoAODReader
 from .pfnano import PFNanoReader
+from .treemaker import TreeMakerReader
 
-__all__ = ["EventBatch", "Reader", "ReaderError", "available", "detect", "get", "register", "reader_class"]
+__all__ = [
+    "EventBatch",
+    "Reader",
+    "ReaderError",
+    "available",
+    "detect",
+    "detect_tree",
+    "get",
+    "register",
+    "reader_class",
+]
 
 _REGISTRY: dict[str, type[Reader]] = {}
 
@@ -24,7 +52,8 @@ def register(cls: type[Reader]) -> type[Reader]:
     return cls
 
 
-for _cls in (PFNanoReader, JetNtupleReader):
+# Detection order: most specific first (pfnano before nanoaod: both have Events + Jet_*).
+for _cls in (PFNanoReader, JetTrackEventsReader, TreeMakerReader, JetNtupleReader, NanoAODReader):
     register(_cls)
 
 
@@ -45,8 +74,27 @@ def get(name: str, **options: Any) -> Reader:
     return reader_class(name)(**options)
 
 
-def detect(source: Any) -> str:
-    """Detect the format of a file (path, URL or open uproot file); see :mod:`.detect`."""
+def detect(source: Any, **open_options: Any) -> str:
+    """Detect the format of a file (path, URL or open uproot file); see :mod:`.detect`.
+
+    Returns the format name (for the run to report which one it chose).
+
+    Raises:
+        ReaderError: unreadable file, or no format fits (one line naming the file).
+    """
     from .detect import detect_format
 
-    return detect_format(source, _REGISTRY)
+    return detect_format(source, _REGISTRY, **open_options)
+
+
+def detect_tree(source: Any, fmt: str = "auto", **open_options: Any) -> tuple[str, str]:
+    """``(format, tree path)`` of a file: detected (``fmt="auto"``) or for the given format.
+
+    The tree path matters where a format's tree can sit at several paths
+    (TreeMaker: ``PreSelection`` or ``TreeMaker2/PreSelection``; ``jettrack_events``:
+    ``evtTree`` or ``<dir>/evtTree``): read that tree, not the reader's default.
+    """
+    from .detect import detect_details
+
+    found = detect_details(source, _REGISTRY, fmt=fmt, **open_options)
+    return found.format, found.treename

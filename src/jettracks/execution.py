@@ -95,14 +95,19 @@ def resolve_files(name: str, ds: DatasetConfig, *, base_dir: str | None = None) 
         except OSError as err:
             raise RunError(f"datasets.{name}.files_from: cannot read {index}: {err.strerror}") from None
         patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if files_mod is not None and hasattr(files_mod, "expand_files"):
-        try:
-            return files_mod.expand_files(patterns)
-        except FileNotFoundError as err:
-            raise RunError(f"datasets.{name}.files: {err}") from None
     out: list[str] = []
     for pattern in patterns:
-        matches = [pattern] if _is_url(pattern) else sorted(glob.glob(pattern))
+        if not glob.has_magic(pattern):
+            # A named file is kept even when absent: the run then counts it as a bad
+            # file (stop, or skip with --skip-bad-files) rather than failing here.
+            matches = [pattern]
+        elif files_mod is not None and hasattr(files_mod, "expand_files"):
+            try:
+                matches = files_mod.expand_files([pattern])
+            except FileNotFoundError:
+                matches = []
+        else:
+            matches = sorted(glob.glob(pattern))
         if not matches:
             raise RunError(f"datasets.{name}.files: no file matches {pattern!r}")
         out.extend(m for m in matches if m not in out)
@@ -150,9 +155,14 @@ def _load_processor(cfg: RunConfig, ml_dir: Path | None):
 
 
 def _accepted_options(cls) -> set[str]:
+    """Keyword options a processor class takes (``{"*"}`` plus names when it takes ``**kw``)."""
     import inspect
 
-    return set(inspect.signature(cls).parameters)
+    params = inspect.signature(cls).parameters
+    names = set(params)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        names |= {"ml_dir"}
+    return names
 
 
 def _check_first_file(name: str, files: list[str], fmt: str, reader, treename: str, timeout: int) -> None:

@@ -29,11 +29,10 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from coffea import processor
 
 from jettracks import flavour as flav
+from jettracks import mldata
 from jettracks import readers
 from jettracks.kernels import associate_tracks
 
@@ -141,6 +140,10 @@ class JetTrackProcessor(processor.ProcessorABC):
         flavour: ``auto`` (the format's default), ``hadron``, ``parton`` or ``physics``.
         association: ``dr`` (ΔR cone) or ``constituents`` (PFNano links, where present).
         ml_dir: directory for per-chunk Parquet parts; ``None`` disables them.
+        ml_pad_tracks: also write fixed-length ``pad_track_*`` arrays of this many
+            tracks (+ ``pad_mask``); ``None``: lists only.
+        ml_sort_key: order of the padded tracks, largest first: ``abs_dxy_sig``
+            (default), ``abs_dxy``, ``pt`` or ``dr`` (nearest first).
         reader_options: options passed to every format reader.
     """
 
@@ -155,6 +158,8 @@ class JetTrackProcessor(processor.ProcessorABC):
         flavour: str = "auto",
         association: str = "dr",
         ml_dir: str | None = None,
+        ml_pad_tracks: int | None = None,
+        ml_sort_key: str = "abs_dxy_sig",
         reader_options: dict[str, Any] | None = None,
     ) -> None:
         if not cone_dr > 0:
@@ -173,6 +178,8 @@ class JetTrackProcessor(processor.ProcessorABC):
         self.flavour = flavour
         self.association = association
         self.ml_dir = ml_dir
+        self.ml_pad_tracks = int(ml_pad_tracks) if ml_pad_tracks else None
+        self.ml_sort_key = ml_sort_key
         self.reader_options = dict(reader_options or {})
         if association == "constituents":
             self.reader_options.setdefault("links", True)
@@ -382,37 +389,36 @@ class JetTrackProcessor(processor.ProcessorABC):
 
     # -- ML columns ------------------------------------------------------------------------
     def _write_ml_part(self, meta, chunk: ChunkAnalysis) -> str:
-        batch, jets, jet_tracks, sel_event = chunk.batch, chunk.jets, chunk.jet_tracks, chunk.jet_event
-        codes = chunk.flavour_codes
-        labels = flav.flavour_labels(codes)
-        n = len(jets)
-        columns: dict[str, Any] = {
-            "dataset": np.full(n, meta["dataset"]),
-            "run": batch.run[sel_event],
-            "lumi": batch.lumi[sel_event],
-            "event": batch.event[sel_event],
-            "jet_index": ak.to_numpy(jets["index"]).astype(np.int64),
-            "jet_pt": ak.to_numpy(jets["pt"]).astype(np.float32),
-            "jet_eta": ak.to_numpy(jets["eta"]).astype(np.float32),
-            "jet_phi": ak.to_numpy(jets["phi"]).astype(np.float32),
-            "jet_mass": ak.to_numpy(jets["mass"]).astype(np.float32),
-            "flavour": labels.astype(str),
-            "flavour_code": codes.astype(np.int8),
-        }
-        for field in ("hadron_flavour", "parton_flavour", "physics_flavour"):
-            if field in batch.flavour_fields:
-                columns[field] = ak.to_numpy(jets[field]).astype(np.int32)
-        columns["n_tracks"] = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int32)
-        for field in ("pt", "eta", "phi", "dr"):
-            columns[f"track_{field}"] = ak.values_astype(jet_tracks[field], np.float32)
-        if batch.has_dxy:
-            columns["track_dxy"] = ak.values_astype(jet_tracks["dxy"], np.float32)
-            columns["track_dxy_err"] = ak.values_astype(jet_tracks["dxy_err"], np.float32)
-        table = pa.table(
-            {
-                k: ak.to_arrow(v, extensionarray=False) if isinstance(v, ak.Array) else pa.array(v)
-                for k, v in columns.items()
-            }
+        batch, jets = chunk.batch, chunk.jets
+        is_mc = bool(meta.get("is_mc", True))
+        labels_by_definition = {}
+        needs = {"hadron": "hadron_flavour", "parton": "parton_flavour", "physics": "physics_flavour"}
+        for definition, field in needs.items():
+            if is_mc and field in batch.flavour_fields:
+                codes = flav.flavour_codes(
+                    definition=definition,
+                    **{
+                        k.split("_")[0]: ak.to_numpy(jets[k])
+                        for k in ("hadron_flavour", "parton_flavour", "physics_flavour")
+                        if k in batch.flavour_fields
+                    },
+                )
+                labels_by_definition[definition] = flav.flavour_labels(codes)
+        columns = mldata.jet_columns(
+            dataset=meta["dataset"],
+            run=batch.run[chunk.jet_event],
+            lumi=batch.lumi[chunk.jet_event],
+            event=batch.event[chunk.jet_event],
+            jets=jets,
+            jet_tracks=chunk.jet_tracks,
+            flavour_codes=chunk.flavour_codes,
+            flavour_definition=chunk.flavour_definition,
+            labels_by_definition=labels_by_definition,
+            flavour_fields=batch.flavour_fields,
+            has_dxy=batch.has_dxy,
+            is_signal=bool(meta.get("is_signal", False)),
+            pad_tracks=self.ml_pad_tracks,
+            sort_key=self.ml_sort_key,
         )
         name = "part-{ds}-{uuid}-{start}-{stop}.parquet".format(
             ds=meta["dataset"],
@@ -420,12 +426,7 @@ class JetTrackProcessor(processor.ProcessorABC):
             start=meta.get("entrystart", 0),
             stop=meta.get("entrystop", 0),
         )
-        os.makedirs(self.ml_dir, exist_ok=True)
-        final = os.path.join(self.ml_dir, name)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, final)  # atomic: a reader never sees a half-written part
-        return final
+        return mldata.write_part(self.ml_dir, name, columns)
 
 
 def _count_event_groups(run: np.ndarray, lumi: np.ndarray, event: np.ndarray) -> int:

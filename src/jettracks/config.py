@@ -27,6 +27,7 @@ __all__ = [
     "DatasetConfig",
     "ExecutorConfig",
     "GenerateConfig",
+    "MLDatasetConfig",
     "OutputConfig",
     "ProcessorConfig",
     "RunConfig",
@@ -141,18 +142,35 @@ class ExecutorConfig(_Strict):
     cluster: dict[str, Any] = Field(default_factory=dict)
 
 
+class MLDatasetConfig(_Strict):
+    """The ML dataset export (``output.ml_dataset``).
+
+    Attributes:
+        pad_tracks: also write fixed-length padded track arrays of this many tracks.
+        sort_key: order of padded tracks (``abs_dxy_sig``, ``abs_dxy``, ``pt``, ``dr``).
+        hdf5: also write the padded form as ``jets_padded.h5`` (needs ``pad_tracks``).
+    """
+
+    pad_tracks: int | None = Field(default=None, ge=1, le=1000)
+    sort_key: Literal["abs_dxy_sig", "abs_dxy", "pt", "dr"] = "abs_dxy_sig"
+    hdf5: bool = False
+
+
 class OutputConfig(_Strict):
     """Where outputs go and which to write.
 
     Attributes:
         dir: run output directory (relative paths are relative to the working directory).
         plots: write ``plots/*.png``.
-        ml: write per-jet ML columns as ``ml/part-*.parquet`` (written by the workers).
+        ml: write per-jet ML columns as ``ml/part-*.parquet`` (written by the workers),
+            with ``manifest.json`` and ``README.md`` describing every column.
+        ml_dataset: options of the ML export (padding, HDF5).
     """
 
     dir: str = "outputs/run"
     plots: bool = True
     ml: bool = True
+    ml_dataset: MLDatasetConfig = Field(default_factory=MLDatasetConfig)
 
 
 class RunConfig(_Strict):

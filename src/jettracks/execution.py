@@ -146,8 +146,13 @@ def _load_processor(cfg: RunConfig, ml_dir: Path | None):
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"processor.class: cannot import {cfg.processor.class_!r}: {err}") from None
     options = dict(cfg.processor.options)
-    if ml_dir is not None and "ml_dir" in _accepted_options(cls):
+    accepted = _accepted_options(cls)
+    if ml_dir is not None and "ml_dir" in accepted:
         options.setdefault("ml_dir", str(ml_dir))
+        ml = cfg.output.ml_dataset
+        if ml.pad_tracks and "ml_pad_tracks" in accepted:
+            options.setdefault("ml_pad_tracks", ml.pad_tracks)
+            options.setdefault("ml_sort_key", ml.sort_key)
     try:
         return cls(**options)
     except (TypeError, ValueError) as err:
@@ -161,7 +166,7 @@ def _accepted_options(cls) -> set[str]:
     params = inspect.signature(cls).parameters
     names = set(params)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        names |= {"ml_dir"}
+        names |= {"ml_dir", "ml_pad_tracks", "ml_sort_key"}
     return names
 
 
@@ -392,6 +397,22 @@ def run_config(
         )
     if hists:
         save_hists(out_dir, hists, cutflow)
+    if ml_dir is not None and ml_dir.exists():
+        from . import mldata
+
+        manifest = mldata.finalize(
+            ml_dir,
+            config=report["config"],
+            selection=dict(cfg.processor.options),
+            versions=report["provenance"]["versions"],
+            hdf5=cfg.output.ml_dataset.hdf5,
+        )
+        report["ml_dataset"] = {
+            "dir": str(ml_dir),
+            "rows": manifest["rows"],
+            "rows_per_split": manifest["rows_per_split"],
+            "hdf5": manifest.get("hdf5"),
+        }
     if cfg.output.plots and hists:
         is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
         report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc)]

@@ -21,7 +21,7 @@ over chunks (``entries``: tree entries read per file, for the run's accounting).
 
 from __future__ import annotations
 
-import os
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -420,8 +420,10 @@ class JetTrackProcessor(processor.ProcessorABC):
             pad_tracks=self.ml_pad_tracks,
             sort_key=self.ml_sort_key,
         )
-        name = "part-{ds}-{uuid}-{start}-{stop}.parquet".format(
+        # File path hash + UUID: copies of one file (same UUID) must not share a part name.
+        name = "part-{ds}-{path}-{uuid}-{start}-{stop}.parquet".format(
             ds=meta["dataset"],
+            path=hashlib.sha1(str(meta.get("filename", "")).encode()).hexdigest()[:8],
             uuid=(meta.get("fileuuid") or uuid.uuid4().hex)[:36],
             start=meta.get("entrystart", 0),
             stop=meta.get("entrystop", 0),

@@ -34,6 +34,7 @@ from coffea import processor
 from jettracks import flavour as flav
 from jettracks import mldata
 from jettracks import readers
+from jettracks.association import compare_association
 from jettracks.kernels import associate_tracks
 
 __all__ = ["CUTFLOW_STEPS", "ChunkAnalysis", "JetTrackProcessor", "make_histograms"]
@@ -139,6 +140,9 @@ class JetTrackProcessor(processor.ProcessorABC):
         assignment: ``all`` (a track may be in several cones) or ``nearest``.
         flavour: ``auto`` (the format's default), ``hadron``, ``parton`` or ``physics``.
         association: ``dr`` (ΔR cone) or ``constituents`` (PFNano links, where present).
+        compare_association: where constituent links exist, count (jet, track) pairs
+            found by the ΔR cone, by the links, and by both (``association_comparison``
+            in the output and the run report).
         ml_dir: directory for per-chunk Parquet parts; ``None`` disables them.
         ml_pad_tracks: also write fixed-length ``pad_track_*`` arrays of this many
             tracks (+ ``pad_mask``); ``None``: lists only.
@@ -157,6 +161,7 @@ class JetTrackProcessor(processor.ProcessorABC):
         assignment: str = "all",
         flavour: str = "auto",
         association: str = "dr",
+        compare_association: bool = False,
         ml_dir: str | None = None,
         ml_pad_tracks: int | None = None,
         ml_sort_key: str = "abs_dxy_sig",
@@ -181,7 +186,8 @@ class JetTrackProcessor(processor.ProcessorABC):
         self.ml_pad_tracks = int(ml_pad_tracks) if ml_pad_tracks else None
         self.ml_sort_key = ml_sort_key
         self.reader_options = dict(reader_options or {})
-        if association == "constituents":
+        self.compare_association = bool(compare_association)
+        if association == "constituents" or self.compare_association:
             self.reader_options.setdefault("links", True)
 
     # -- helpers ---------------------------------------------------------------
@@ -276,7 +282,11 @@ class JetTrackProcessor(processor.ProcessorABC):
             v_dxy, v_err, v_lab = dxy[valid], dxy_err[valid], trk_labels[valid]
             hists["track_dxy"].fill(dataset=dataset, flavour=v_lab, dxy=v_dxy)
             hists["track_abs_dxy"].fill(dataset=dataset, flavour=v_lab, absdxy=np.abs(v_dxy))
-            hists["track_dxy_significance"].fill(dataset=dataset, flavour=v_lab, sig=v_dxy / v_err)
+            # NanoAOD IsoTracks carry no dxy error (reader sets +inf): no significance for them.
+            has_sig = np.isfinite(v_err)
+            hists["track_dxy_significance"].fill(
+                dataset=dataset, flavour=v_lab[has_sig], sig=v_dxy[has_sig] / v_err[has_sig]
+            )
         return hists
 
     def cutflow(self, chunk: ChunkAnalysis) -> dict[str, int]:
@@ -303,18 +313,28 @@ class JetTrackProcessor(processor.ProcessorABC):
         notices.add(f"{dataset}: flavour definition {chunk.flavour_definition}")
         if not batch.has_dxy:
             notices.add(f"{dataset}: format {fmt} has no impact parameters; dxy histograms absent")
-        if batch.track_kind == "isolated_tracks":
-            notices.add(f"{dataset}: tracks are IsoTrack_* isolated tracks, not all tracks in jets")
         ml_parts: list[str] = []
         if self.ml_dir is not None:
             ml_parts.append(self._write_ml_part(meta, chunk))
-        return {
+        out = {
             "hists": self.fill(dataset, chunk),
             "cutflow": {dataset: self.cutflow(chunk)},
             "entries": {meta.get("filename", "?"): int(batch.n_entries)},
             "notices": notices,
             "ml_parts": ml_parts,
         }
+        if self.compare_association and batch.links is not None:
+            out["association_comparison"] = {
+                dataset: compare_association(
+                    batch,
+                    cone_dr=self.cone_dr,
+                    jet_pt_min=self.jet_pt_min,
+                    jet_abs_eta_max=self.jet_abs_eta_max,
+                    track_pt_min=self.track_pt_min,
+                    assignment=self.assignment,
+                )
+            }
+        return out
 
     def postprocess(self, accumulator):
         return accumulator

@@ -170,27 +170,8 @@ def _accepted_options(cls) -> set[str]:
     return names
 
 
-def _check_first_file(name: str, files: list[str], fmt: str, reader, treename: str, timeout: int) -> None:
-    """Open the dataset's first file and check the reader's branches are there."""
-    import uproot
-
-    path = files[0]
-    try:
-        with uproot.open(path, timeout=timeout) as f:
-            try:
-                tree = f[treename]
-            except Exception:
-                raise readers.ReaderError(
-                    f"{path}: not readable as format {fmt!r}: no tree {treename!r}"
-                ) from None
-            reader.check(set(tree.keys(recursive=True)), filename=path)
-    except readers.ReaderError as err:
-        raise RunError(str(err)) from None
-    except Exception as err:
-        raise RunError(f"{path}: cannot open: {err.__class__.__name__}: {err}") from None
-
-
-def _prepare_datasets(cfg: RunConfig, client, max_files: int | None, processor) -> tuple[dict, dict, set]:
+def _prepare_datasets(cfg: RunConfig, client, max_files: int | None, processor, console=None) -> tuple[dict, dict, set]:
+    """Resolve files, detect formats and check each dataset's first file (one open per dataset)."""
     fileset: dict[str, dict[str, Any]] = {}
     formats: dict[str, str] = {}
     branches: set[str] = set()
@@ -198,16 +179,40 @@ def _prepare_datasets(cfg: RunConfig, client, max_files: int | None, processor) 
         files = _files_or_generate(name, ds, cfg, client)
         if max_files is not None:
             files = files[:max_files]
-        fmt = ds.format
-        if fmt == "auto":
-            try:
-                fmt = readers.detect(files[0])
-            except readers.ReaderError as err:
-                raise RunError(str(err)) from None
-        reader = processor.reader_for(fmt) if hasattr(processor, "reader_for") else readers.get(fmt)
-        treename = ds.treename or reader.treename
-        _check_first_file(name, files, fmt, reader, treename, cfg.executor.xrootd_timeout)
-        branches.update(reader.branches())
+        first = files[0]
+        try:
+            found = readers.detect_details(first, fmt=ds.format, timeout=cfg.executor.xrootd_timeout)
+        except readers.ReaderError as err:
+            raise RunError(str(err)) from None
+        except Exception as err:
+            # The first file is unreadable: let the run count it as a bad file, but we
+            # need some readable file to learn the format and tree from.
+            found = None
+            for other in files[1:]:
+                try:
+                    found = readers.detect_details(other, fmt=ds.format, timeout=cfg.executor.xrootd_timeout)
+                    break
+                except Exception:
+                    continue
+            if found is None:
+                raise RunError(f"{first}: cannot open: {err.__class__.__name__}: {err}") from None
+        fmt = found.format
+        if console is not None:
+            for note in found.notes:
+                console.print(f"[yellow]note[/yellow] datasets.{name}: {note}")
+        try:
+            reader = processor.reader_for(fmt) if hasattr(processor, "reader_for") else readers.get(fmt)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"processor.options.reader_options: format {fmt}: {err}") from None
+        # Config beats reader options beats detection (a format's tree may sit at several paths).
+        treename = ds.treename or (reader.treename if reader.treename in found.trees else found.treename)
+        if treename not in found.trees:
+            raise RunError(f"{first}: not readable as format {fmt!r}: no tree {treename!r}")
+        try:
+            reader.check(found.trees[treename], filename=first)
+        except readers.ReaderError as err:
+            raise RunError(str(err)) from None
+        branches.update(reader.branches(found.trees[treename]))
         formats[name] = fmt
         fileset[name] = {
             "files": files,
@@ -296,7 +301,7 @@ def run_config(
         with cluster_ctx as handle:
             if handle.dashboard_link:
                 console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
-            fileset, formats, branches = _prepare_datasets(cfg, handle.client, ex.max_files, proc)
+            fileset, formats, branches = _prepare_datasets(cfg, handle.client, ex.max_files, proc, console)
             for name, fmt in formats.items():
                 if cfg.datasets[name].format == "auto":
                     console.print(f"datasets.{name}: format auto -> detected [bold]{fmt}[/bold]")
@@ -364,6 +369,7 @@ def run_config(
         "chunks_failed": len(failures),
         "chunks_from_checkpoint": state.reused_chunks(),
         "cutflow": cutflow,
+        "association_comparison": output.get("association_comparison", {}),
         "notices": sorted(output.get("notices", set())),
         "histograms": sorted(hists),
         "ml_parts": len(output.get("ml_parts", [])),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import detect as _detect_module  # noqa: F401  (loaded first: see below)
 from .base import EventBatch, Reader, ReaderError
 from .jetntuple import JetNtupleReader
 from .jettrack_events import JetTrackEventsReader
@@ -37,6 +38,7 @@ __all__ = [
     "ReaderError",
     "available",
     "detect",
+    "detect_details",
     "detect_tree",
     "get",
     "register",
@@ -74,6 +76,10 @@ def get(name: str, **options: Any) -> Reader:
     return reader_class(name)(**options)
 
 
+# The submodule ``readers.detect`` is imported above, before this function is
+# defined: importing a submodule sets the package attribute of the same name, so
+# a first ``from .detect import ...`` inside a function would otherwise replace
+# the function ``readers.detect`` by the module.
 def detect(source: Any, **open_options: Any) -> str:
     """Detect the format of a file (path, URL or open uproot file); see :mod:`.detect`.
 
@@ -98,3 +104,12 @@ def detect_tree(source: Any, fmt: str = "auto", **open_options: Any) -> tuple[st
 
     found = detect_details(source, _REGISTRY, fmt=fmt, **open_options)
     return found.format, found.treename
+
+
+def detect_details(source: Any, fmt: str = "auto", **open_options: Any):
+    """:class:`~jettracks.readers.detect.Detection` of a file: format, tree, trees, and
+    ``notes`` (near misses such as a PFNano file lacking a ``PFCands_*`` branch, which
+    is therefore read as plain ``nanoaod``): worth printing as warnings."""
+    from .detect import detect_details as _details
+
+    return _details(source, _REGISTRY, fmt=fmt, **open_options)

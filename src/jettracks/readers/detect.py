@@ -28,11 +28,16 @@ class Detection:
         format: the reader name chosen.
         treename: the tree path that reader will read in this file.
         trees: every tree path in the file -> its branch names.
+        notes: near misses worth a warning: a more specific format (earlier in
+            the registry) whose tree is there but which misses a few required
+            branches, e.g. a PFNano file without ``PFCands_d0Err`` that is
+            therefore read as plain ``nanoaod`` (jets only).
     """
 
     format: str
     treename: str
     trees: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
 
 
 def list_trees(file: Any, *, max_depth: int = 2) -> dict[str, set[str]]:
@@ -67,6 +72,20 @@ def open_file(source: Any, **options: Any):
         if len(text) > 300:
             text = text[:297] + "..."
         raise ReaderError(f"{source}: cannot open as ROOT: {text}") from None
+
+
+def _near_miss(name: str, cls: type, trees: dict[str, set[str]]) -> list[str]:
+    """A note when ``cls``'s tree exists but lacks fewer than half of its required branches."""
+    try:
+        probe = cls()
+    except Exception:  # pragma: no cover - readers construct without options
+        return []
+    for path in getattr(cls, "TREES", None) or (cls.treename,):
+        if path in trees:
+            missing = probe.missing_branches(trees[path])
+            if missing and len(missing) < len(probe.required_branches()) / 2:
+                return [f"not format {name}: tree {path} lacks {', '.join(missing)}"]
+    return []
 
 
 def _closest(trees: dict[str, set[str]], registry: dict[str, type]) -> str:
@@ -113,10 +132,12 @@ def detect_details(source: Any, registry: dict[str, type], *, fmt: str = "auto",
             raise ReaderError(f"unknown format {fmt!r}; known: {', '.join(registry)}")
         cls = registry[fmt]
         return Detection(fmt, find_tree(cls, trees) or cls.treename, trees)
+    notes: list[str] = []
     for name, cls in registry.items():
         path = find_tree(cls, trees)
         if path is not None:
-            return Detection(name, path, trees)
+            return Detection(name, path, trees, notes)
+        notes.extend(_near_miss(name, cls, trees))
     filename = getattr(source, "file_path", None) or getattr(getattr(source, "file", None), "file_path", "?")
     raise ReaderError(
         f"{filename}: format not recognised (trees: {', '.join(sorted(trees)) or 'none'}); "

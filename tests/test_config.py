@@ -135,3 +135,27 @@ def test_any_text_as_yaml_is_config_error_or_valid(tmp_path_factory, text):
         load_config(p)
     except ConfigError as err:
         assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "x" * 101, "a\nb"])
+def test_dataset_names_cannot_escape_output_dir(name):
+    data = _with(("datasets",), {name: GOOD["datasets"]["qcd"]})
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert str(err.value).startswith("datasets") and "\n" not in str(err.value)
+
+
+def test_run_writes_only_inside_output_dir(cms_dir, tmp_path):
+    from jettracks.execution import run_config
+
+    out = tmp_path / "run" / "out"
+    cfg = {
+        "name": "inside",
+        "datasets": {"tt.v1-x": {"files": [str(cms_dir / "pfnano.root")], "format": "pfnano"}},
+        "executor": {"backend": "serial"},
+        "output": {"dir": str(out)},
+    }
+    before = set(tmp_path.rglob("*"))
+    run_config(cfg, progress=False)
+    written = set(tmp_path.rglob("*")) - before
+    assert written and all(out in p.parents or p == out or p == out.parent for p in written)

@@ -16,6 +16,7 @@ key path (``datasets.qcd.format``) and what is wrong with it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,9 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
 
 
 class ConfigError(ValueError):
@@ -190,6 +194,14 @@ class RunConfig(_Strict):
     def _not_empty(cls, value: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
         if not value:
             raise ValueError("needs at least one dataset")
+        for key in value:
+            # Dataset names become file names (ML parts, checkpoints, plots): no path
+            # separators or leading dots, so nothing is written outside output.dir.
+            if not _SAFE_NAME.fullmatch(key):
+                raise ValueError(
+                    f"dataset name {key!r} must be letters, digits, '_', '-', '.' "
+                    "(not starting with '.'), at most 100 characters"
+                )
         return value
 
 

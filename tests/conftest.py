@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
+# Keep the entries-per-file cache of test runs out of the user's ~/.cache.
+if "JETTRACKS_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JETTRACKS_CACHE_DIR"] = tempfile.mkdtemp(prefix="jettracks-cache-")
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:  # tests import helpers such as `services`
     sys.path.insert(0, str(TESTS))

@@ -302,6 +302,7 @@ def run_config(
             if handle.dashboard_link:
                 console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
             fileset, formats, branches = _prepare_datasets(cfg, handle.client, ex.max_files, proc, console)
+            _configure_remote_reading(fileset, handle.client, ex)
             for name, fmt in formats.items():
                 if cfg.datasets[name].format == "auto":
                     console.print(f"datasets.{name}: format auto -> detected [bold]{fmt}[/bold]")
@@ -314,6 +315,8 @@ def run_config(
             t_done = time.perf_counter()
             description = dict(handle.description)
             backend_name = "serial" if serial else handle.backend
+    except cluster.ClusterError as err:
+        raise RunError(f"executor.backend {ex.backend}: {err}") from None
     except KeyboardInterrupt:
         raise RunError(
             f"interrupted; finished chunks are checkpointed in {state.checkpoint_dir}: "
@@ -497,6 +500,23 @@ class _RunState:
                 shutil.rmtree(child)
             else:
                 child.unlink()
+
+
+def _configure_remote_reading(fileset, client, ex) -> None:
+    """XRootD client settings in this process and every worker, before any remote open.
+
+    The client's defaults refuse to reconnect to a server for 30 min after one
+    broken stream, so a restarted server would fail every retry; a 10 s window lets
+    Dask's retries recover. Timeouts follow ``executor.xrootd_timeout``.
+    """
+    if not any(f.startswith("root://") for spec in fileset.values() for f in spec["files"]):
+        return
+    from .files import configure_xrootd_client
+
+    settings = {"stream_error_window": 10, "request_timeout": ex.xrootd_timeout, "connection_retry": 2}
+    configure_xrootd_client(**settings)
+    if client is not None:
+        client.run(configure_xrootd_client, **settings)
 
 
 def _file_metadata(fileset, client, ex, *, refresh: bool, cache_dir: Path):

@@ -118,18 +118,18 @@ def test_accounting_and_report(serial_run):
 
 
 def test_ml_columns_match_histograms(serial_run):
-    table = serial_run.ml_dataset()
     required = {
         "dataset", "run", "lumi", "event", "jet_index", "jet_pt", "jet_eta", "jet_phi",
         "flavour", "n_tracks", "track_pt", "track_eta", "track_phi",
     }
-    assert required <= set(table.fields)
     for ds, flow in serial_run.cutflow.items():
-        rows = table[table.dataset == ds]
+        rows = serial_run.ml_dataset(ds)
+        assert required <= set(rows.fields)
+        assert set(rows.dataset.to_list()) == {ds}
         assert len(rows) == flow["selected_jets"]
         assert ak.sum(rows.n_tracks) == flow["tracks_in_cone"]
         assert ak.all(ak.num(rows.track_pt, axis=1) == rows.n_tracks)
-    pf = table[table.dataset == "qcd_pfnano"]
+    pf = serial_run.ml_dataset("qcd_pfnano")
     assert "track_dxy" in pf.fields
     assert not ak.any(ak.flatten(pf.track_dxy) == -1)  # the PFNano -1 fill never leaks
     # jet_index is the position in the event's collection: unique per (run, lumi, event)

@@ -61,14 +61,25 @@ class RunResult:
     ml_dir: Path | None = None
     files: dict[str, list[str]] = field(default_factory=dict)
 
-    def ml_dataset(self):
-        """The per-jet ML columns as one awkward array (reads the Parquet parts)."""
+    def ml_dataset(self, dataset: str | None = None):
+        """The per-jet ML columns as one awkward array (reads the Parquet parts).
+
+        Args:
+            dataset: only this dataset's rows. Datasets of different formats have
+                different columns (no dxy in JetNtuple): all together they form a union.
+        """
         import awkward as ak
 
         if self.ml_dir is None:
             raise RunError("this run wrote no ML columns (output.ml: false)")
-        parts = sorted(str(p) for p in self.ml_dir.glob("part-*.parquet"))
-        return ak.concatenate([ak.from_parquet(p) for p in parts]) if parts else ak.Array([])
+        pattern = f"part-{dataset}-*.parquet" if dataset else "part-*.parquet"
+        parts = sorted(str(p) for p in self.ml_dir.glob(pattern))
+        if not parts:
+            return ak.Array([])
+        arrays = [ak.from_parquet(p) for p in parts]
+        if dataset:  # a name like "qcd" also globs "qcd-2"'s parts
+            arrays = [a[a.dataset == dataset] for a in arrays]
+        return ak.concatenate(arrays)
 
 
 def _is_url(path: str) -> bool:

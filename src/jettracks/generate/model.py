@@ -36,16 +36,18 @@ Flavour (``frac_g`` 0.50, ``frac_uds`` 0.36, ``frac_c`` 0.08, ``frac_b`` 0.06)
     * ``partonFlav``: the true parton; for gluon-splitting jets ±5/±4 (the CMS
       rule that partonFlavour follows a heavy hadron); 0 (unmatched) for ~3 %
       of light jets (more at low pT and for jets without a generator jet).
-    * ``physFlav``: the true parton, except 0 (unmatched) for 2 % + 8 %·(30/pT)
+    * ``physFlav``: the true parton, except 0 (unmatched) for 1 % + 4 %·(30/pT)
       of the jets (70 % of the jets without a generator jet) and a swapped light
       flavour (g ↔ uds) for 3 %. The ``isPhys*`` / ``isParton*`` flags follow the
       real producer: UDS for |flav| in {1,2,3}, G for 21, Other for the rest
       (b, c and 0 included).
 
 Constituents (jet particles)
-    * Multiplicity 2 + Poisson(μ - 2), μ = 4 + 5.5 ln(pT/10 GeV), ×1.45 for
-      gluon jets. Kinds: 62 % charged (π± but 1 % e±, 0.8 % μ±), 28 % photons
-      (22), 10 % neutral hadrons (130).
+    * Multiplicity 2 + Poisson(μ - 2), μ = 4 + 7 ln(pT/10 GeV), ×1.45 for
+      gluon jets (for the default flavour mix ~18 constituents at 45 GeV, ~38
+      at 500 GeV; the real PFNano file has 18 and 45). Kinds: 62 % charged
+      (π±, but 1 % e± and 0.8 % μ±), 28 % photons (22), 10 % neutral hadrons
+      (130).
     * pT fractions z from Gamma(α) variates normalised per jet (α = 0.45 for
       quark, 0.7 for gluon jets: quark jets are harder, higher pT_D); the
       constituents' scalar pT sum is the raw (uncorrected) jet pT, jet pT / JEC
@@ -59,6 +61,17 @@ Constituents (jet particles)
     * Beyond the tracker (|η| > 2.5) charged particles become neutral PF
       candidates (π± → 130, e± → 22); beyond |η| > 3 neutral hadrons and photons
       become HF candidates (pdgId 1 and 2), as in real packed PF candidates.
+
+Jet summaries (computed from the final constituents)
+    * Multiplicities, energy fractions (charged/neutral hadron, EM, muon),
+      girth Σ pT ΔR / pT, pT_D = √Σ pT² / Σ pT, axis2 (minor axis of the
+      pT²-weighted η-φ spread), QG multiplicity (charged with fromPV = 3 plus
+      neutral with pT > 1 GeV), the 2016 PF jet ID (the JetNtuple producer's
+      formula within |η| ≤ 2.7).
+    * Not simulated but filled plausibly: the quark-gluon likelihood (a
+      logistic function of multiplicity, pT_D and axis2, so quark jets score
+      high), b-tag discriminants (Beta distributions by hadron flavour, high
+      for b jets), jet area N(0.50, 0.02).
 
 Underlying event and pile-up
     * Pile-up interactions per event nPU ~ Poisson(μ_true), μ_true =
@@ -162,12 +175,13 @@ M_KL = 0.497611
 M_P = 0.93827209
 M_N = 0.93956542
 M_B = 5.3
-_CHARM = {  # name: (mass GeV, c*tau cm, probability)
-    "D0": (1.86484, 0.01229, 0.60),
-    "D+": (1.86966, 0.03118, 0.25),
-    "Ds": (1.96835, 0.01509, 0.10),
-    "Lc": (2.28646, 0.00600, 0.05),
+_CHARM = {  # name: (mass GeV, c*tau cm, probability, pdgId)
+    "D0": (1.86484, 0.01229, 0.60, 421),
+    "D+": (1.86966, 0.03118, 0.25, 411),
+    "Ds": (1.96835, 0.01509, 0.10, 431),
+    "Lc": (2.28646, 0.00600, 0.05, 4122),
 }
+_BOTTOM = ((511, 0.4), (521, 0.4), (531, 0.1), (5122, 0.1))
 CTAU_KS = 2.6844
 CTAU_LAMBDA = 7.89
 M_KS = 0.497611
@@ -431,7 +445,7 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
         pt[:, 1] = pthat * rng.uniform(0.6, 1.0, n)
     if jets_max > 2:
         upper = np.repeat(pt[:, 1], jets_max - 2)
-        pt[:, 2:] = _power_law(rng, o.jet_pt_min, upper, 3.0, upper.size).reshape(n, -1)
+        pt[:, 2:] = _power_law(rng, o.jet_pt_min, upper, 3.0, upper.size).reshape(n, jets_max - 2)
     pt = np.maximum(pt, o.jet_pt_min * (1.0 + 0.05 * rng.random((n, jets_max))))
 
     eta = rng.uniform(-o.jet_eta_max, o.jet_eta_max, (n, jets_max))
@@ -481,7 +495,7 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     p_unmatched = np.minimum(0.3, 0.12 * (30.0 / pt) ** 2)
     gen_match = rng.random(nj) >= p_unmatched
     res = np.sqrt(0.04**2 + 0.9**2 / pt)
-    response = np.clip(rng.normal(1.0, 1.0, nj) * res + 1.0, 0.5, 1.5)
+    response = np.clip(rng.normal(0.0, 1.0, nj) * res + 1.0, 0.5, 1.5)
     gen_pt = pt / response
     ang = 0.01 * np.sqrt(50.0 / pt)
     gen_eta = eta + rng.normal(0.0, 1.0, nj) * ang
@@ -494,7 +508,7 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     parton[(hadron == 0) & (rng.random(nj) < p0)] = 0
 
     phys = true_flav.copy()
-    p_unm = np.where(gen_match, np.minimum(0.2, 0.02 + 0.08 * 30.0 / pt), 0.7)
+    p_unm = np.where(gen_match, np.minimum(0.2, 0.01 + 0.04 * 30.0 / pt), 0.7)
     r = rng.random(nj)
     swap = (r >= p_unm) & (r < p_unm + 0.03) & (hadron == 0)
     phys[swap & is_gluon] = (light * sign)[swap & is_gluon]
@@ -504,7 +518,7 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     # ------------------------------------------------------------------ constituents
     jec = 1.0 + 0.9 / np.sqrt(pt)
     raw_pt = pt / jec
-    mu = (4.0 + 5.5 * np.log(np.maximum(pt, 10.0) / 10.0)) * np.where(is_gluon, 1.45, 1.0)
+    mu = (4.0 + 7.0 * np.log(np.maximum(pt, 10.0) / 10.0)) * np.where(is_gluon, 1.45, 1.0)
     n_const = 2 + rng.poisson(np.maximum(mu - 2.0, 0.1))
     n_const = np.minimum(n_const, np.maximum(2, (raw_pt / 0.2).astype(np.int64)))
     cj = np.repeat(np.arange(nj), n_const)  # jet of each constituent
@@ -538,7 +552,9 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     # heavy-flavour decay tracks: the hardest charged constituents of b/c jets
     hf_jet = hadron > 0
     is_b = hadron == 5
-    n_dec = np.where(is_b, 1 + rng.binomial(7, 0.55, nj), np.where(hf_jet, 1 + rng.binomial(3, 0.45, nj), 0))
+    n_dec_b = 1 + rng.binomial(7, 0.55, nj)
+    n_dec_c = 1 + rng.binomial(3, 0.45, nj)
+    n_dec = np.where(is_b, n_dec_b, np.where(hf_jet, n_dec_c, 0))
     ch_idx = np.nonzero(charged)[0]
     srt = ch_idx[np.lexsort((-cpt[ch_idx], cj[ch_idx]))]
     rank = _local_index(np.bincount(cj[srt], minlength=nj))
@@ -550,6 +566,9 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     charm = _choice(rng, np.arange(len(_CHARM)), [v[2] for v in _CHARM.values()], nj)
     m_c = np.array([v[0] for v in _CHARM.values()])[charm]
     ctau_c = np.array([v[1] for v in _CHARM.values()])[charm]
+    b_pdg = _choice(rng, np.array([b[0] for b in _BOTTOM]), [b[1] for b in _BOTTOM], nj)
+    c_pdg = np.array([v[3] for v in _CHARM.values()])[charm]
+    hadron_pdg = np.where(is_b, b_pdg, np.where(hf_jet, c_pdg, 0)) * sign
     x_h = np.where(is_b, rng.normal(0.7, 0.12, nj), rng.normal(0.55, 0.15, nj))
     x_h = np.clip(x_h, 0.15, 0.97)
     p_jet = pt * np.cosh(eta)
@@ -648,7 +667,8 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     s_phi = rng.uniform(-math.pi, math.pi, ns_tot)
     npu_s = n_pu[s_event]
     s_ue = (rng.random(ns_tot) < o.ue_fraction) | (npu_s == 0)
-    s_vtx = np.where(s_ue, 0, 1 + np.floor(rng.random(ns_tot) * np.maximum(npu_s, 1)).astype(np.int64))
+    pick = np.floor(rng.random(ns_tot) * np.maximum(npu_s, 1)).astype(np.int64)
+    s_vtx = np.where(s_ue, 0, 1 + pick)
     # z of pile-up vertex k of event e: deterministic per (event, vertex) via a table
     max_pu = int(n_pu.max()) if n else 0
     pu_z = rng.normal(0.0, 3.5, (n, max_pu + 1))
@@ -675,11 +695,15 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     a_pdg = np.where(fwd & ((apdg == 211) | (apdg == 13)), 130, a_pdg)
     a_pdg = np.where(fwd & (apdg == 11), 22, a_pdg)
     hf = aeta > ETA_HF
-    a_pdg = np.where(hf & (a_pdg == 130), 1, np.where(hf & (a_pdg == 22), 2, a_pdg)).astype(np.int32)
+    a_pdg = np.where(hf & (a_pdg == 130), 1, a_pdg)
+    a_pdg = np.where(hf & (a_pdg == 22), 2, a_pdg).astype(np.int32)
     apdg = np.abs(a_pdg)
-    a_charge = np.where(apdg == 211, np.sign(a_pdg), np.where((apdg == 11) | (apdg == 13), -np.sign(a_pdg), 0)).astype(np.int32)
+    lepton = (apdg == 11) | (apdg == 13)
+    a_charge = np.where(apdg == 211, np.sign(a_pdg), np.where(lepton, -np.sign(a_pdg), 0))
+    a_charge = a_charge.astype(np.int32)
     a_charged = a_charge != 0
-    a_origin = np.where(~a_charged & ((a_origin == ORIGIN_HF) | (a_origin == ORIGIN_SECONDARY)), ORIGIN_JET, a_origin).astype(np.int8)
+    lost = ~a_charged & ((a_origin == ORIGIN_HF) | (a_origin == ORIGIN_SECONDARY))
+    a_origin = np.where(lost, ORIGIN_JET, a_origin).astype(np.int8)
     a_mass = np.select(
         [apdg == 211, apdg == 11, apdg == 13], [M_PI, M_E, M_MU], default=0.0
     )
@@ -700,11 +724,14 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
         arr[nofill] = -1.0
 
     # vertex association, quality flags
-    displaced = a_charged & ((np.abs(gxy) > 3 * sxy) | (np.abs(gz) > 3 * sz)) & (a_origin != ORIGIN_PU)
+    far = (np.abs(gxy) > 3 * sxy) | (np.abs(gz) > 3 * sz)
+    displaced = a_charged & far & (a_origin != ORIGIN_PU)
     pu = a_origin == ORIGIN_PU
     pvq = _choice(rng, np.array([7, 6, 5]), [0.80, 0.12, 0.08], na)
-    pvq = np.where(displaced, _choice(rng, np.array([7, 5, 4, 1, 0]), [0.25, 0.30, 0.25, 0.10, 0.10], na), pvq)
-    pvq = np.where(pu & a_charged, _choice(rng, np.array([7, 6, 1, 0]), [0.60, 0.10, 0.20, 0.10], na), pvq)
+    pvq_disp = _choice(rng, np.array([7, 5, 4, 1, 0]), [0.25, 0.30, 0.25, 0.10, 0.10], na)
+    pvq_pu = _choice(rng, np.array([7, 6, 1, 0]), [0.60, 0.10, 0.20, 0.10], na)
+    pvq = np.where(displaced, pvq_disp, pvq)
+    pvq = np.where(pu & a_charged, pvq_pu, pvq)
     pvq = np.where(a_charged, pvq, 7).astype(np.int32)
     from_pv = np.full(na, 3, dtype=np.int32)
     from_pv = np.where(displaced, _choice(rng, np.array([3, 2, 1]), [0.3, 0.5, 0.2], na), from_pv)
@@ -723,7 +750,11 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     puppi = np.where(
         a_charged,
         np.where(from_pv >= 2, 1.0, 0.0),
-        np.where(in_jet, rng.beta(5.0, 1.0, na), np.where(pu, rng.beta(1.0, 5.0, na), rng.beta(2.0, 2.0, na))),
+        np.where(
+            in_jet,
+            rng.beta(5.0, 1.0, na),
+            np.where(pu, rng.beta(1.0, 5.0, na), rng.beta(2.0, 2.0, na)),
+        ),
     )
 
     # generator-level particle ids and pT (jet constituents)
@@ -809,7 +840,8 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     tr_half = 0.5 * (cee + cpp)
     disc = np.sqrt(np.maximum(tr_half**2 - (cee * cpp - cep**2), 0.0))
     axis2 = np.sqrt(np.maximum(tr_half - disc, 0.0))
-    qg_mult = np.bincount(j, weights=(c_chg & (c_fpv == 3)) | (~c_chg & (c_pt > 1.0)), minlength=nj).astype(np.int64)
+    qg_sel = (c_chg & (c_fpv == 3)) | (~c_chg & (c_pt > 1.0))
+    qg_mult = np.bincount(j, weights=qg_sel, minlength=nj).astype(np.int64)
 
     n_ch_had = np.bincount(j, weights=c_pdg == 211, minlength=nj).astype(np.int64)
     n_ne_had = np.bincount(j, weights=(c_pdg == 130) | (c_pdg == 1), minlength=nj).astype(np.int64)
@@ -827,15 +859,23 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     ch_emef = frac(c_pdg == 11)
     ne_emef = frac((c_pdg == 22) | (c_pdg == 2))
     mu_ef = frac(c_pdg == 13)
+    # 2016 PF jet ID; within |eta| <= 2.7 exactly the JetNtuple producer's formula
     aeta_j = np.abs(eta)
-    loose = (aeta_j <= 2.7) & (n_tot > 1) & (ne_hef < 0.99) & (ne_emef < 0.99) & (
+    central = aeta_j <= 2.7
+    loose_c = central & (n_tot > 1) & (ne_hef < 0.99) & (ne_emef < 0.99) & (
         ((aeta_j <= 2.4) & (ch_hef > 0) & (n_chg > 0) & (ch_emef < 0.99)) | (aeta_j > 2.4)
     )
-    tight = loose & (ne_hef < 0.90) & (ne_emef < 0.90)
-    lep_veto = tight & (mu_ef < 0.8) & (ch_emef < 0.8)
+    tight_c = loose_c & (ne_hef < 0.90) & (ne_emef < 0.90)
+    endcap = (aeta_j > 2.7) & (aeta_j <= 3.0)
+    fwd_id = (endcap & (ne_emef > 0.01) & (ne_hef < 0.98) & (n_neu > 2)) | (
+        (aeta_j > 3.0) & (ne_emef < 0.90) & (n_neu > 10)
+    )
+    loose = loose_c | fwd_id
+    tight = tight_c | fwd_id
+    lep_veto = (tight_c & (mu_ef < 0.8) & (ch_emef < 0.8)) | fwd_id
 
     # quark/gluon likelihood: a smooth function of the three QG variables
-    mult_mid = (4.0 + 5.5 * np.log(np.maximum(pt, 10.0) / 10.0)) * 1.2
+    mult_mid = (4.0 + 7.0 * np.log(np.maximum(pt, 10.0) / 10.0)) * 1.2
     score = (
         1.1 * (mult_mid - qg_mult) / np.sqrt(mult_mid)
         + 2.5 * (ptd - 0.45) / 0.15 * 0.5
@@ -846,7 +886,11 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     qgl = np.where(n_tot > 0, qgl, -1.0)
 
     # b tagging discriminants
-    btag_flav = np.where(hadron == 5, rng.beta(6.0, 1.5, nj), np.where(hadron == 4, rng.beta(1.5, 5.0, nj), rng.beta(0.6, 15.0, nj)))
+    btag_flav = np.where(
+        hadron == 5,
+        rng.beta(6.0, 1.5, nj),
+        np.where(hadron == 4, rng.beta(1.5, 5.0, nj), rng.beta(0.6, 15.0, nj)),
+    )
     btag_csv = np.clip(btag_flav + rng.normal(0.0, 0.08, nj), 0.001, 0.999)
 
     gen_mass = mass * np.exp(rng.normal(0.0, 0.1, nj))
@@ -902,6 +946,11 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
         "nElectrons": n_ele,
         "nMuons": n_mu,
         "decayLength": np.where(hf_jet, flight, 0.0),
+        "hadronPdgId": hadron_pdg.astype(np.int32),
+        "hadronPt": np.where(hf_jet, x_h * p_jet / np.cosh(fe), 0.0),
+        "hadronEta": np.where(hf_jet, fe, 0.0),
+        "hadronPhi": np.where(hf_jet, wrap_phi(fp), 0.0),
+        "hadronMass": np.where(hf_jet, m_h, 0.0),
     }
 
     # ------------------------------------------------------------------ event summaries
@@ -915,10 +964,12 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     rho_all = 0.7 * _group_sum(ev, spt, n) / area_all
     rho_c = 0.7 * _group_sum(ev, np.where(central, spt, 0.0), n) / area_c
     rho_cn = 0.7 * _group_sum(ev, np.where(central & ~c_charged, spt, 0.0), n) / area_c
-    rho_cpu = 0.7 * _group_sum(ev, np.where(central & c_charged & (cands["origin"] == ORIGIN_PU), spt, 0.0), n) / area_c
+    cpu_sel = central & c_charged & (cands["origin"] == ORIGIN_PU)
+    rho_cpu = 0.7 * _group_sum(ev, np.where(cpu_sel, spt, 0.0), n) / area_c
     npvs = 1 + rng.binomial(n_pu, 0.75)
     npvs_good = npvs - rng.binomial(npvs - 1, 0.05)
-    event_no = np.uint64(file_index) * np.uint64(1_000_000_000) + np.arange(1, n + 1, dtype=np.uint64)
+    event_no = np.uint64(file_index) * np.uint64(1_000_000_000)
+    event_no = event_no + np.arange(1, n + 1, dtype=np.uint64)
     lumi = 1 + (file_index * 1000 + np.arange(n) // 200) % 2_000_000_000
 
     pv_x = rng.normal(0.0, 0.0012, n)

@@ -152,3 +152,14 @@ def test_runner_cli_end_to_end(small_sample, tmp_path):
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(rep["files"]) == 2
     assert rep["entries"]["processed"] == rep["entries"]["expected"] == 2 * 150
+
+
+def test_dask_awkward_engine_equals_runner_engine(small_sample, serial_run, local_client, tmp_path):
+    cfg = _config(small_sample, tmp_path / "dak")
+    cfg["executor"]["engine"] = "dask-awkward"
+    dak_run = run_config(cfg, client=local_client, progress=False)
+    _assert_same_hists(dak_run.hists, serial_run.hists)
+    for ds, flow in serial_run.cutflow.items():
+        for step in ("entries", "jets", "selected_jets", "tracks", "tracks_in_cone", "tracks_valid_dxy"):
+            assert dak_run.cutflow[ds][step] == flow[step], (ds, step)
+    assert dak_run.report["entries"]["processed"] == serial_run.report["entries"]["expected"]

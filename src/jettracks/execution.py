@@ -302,6 +302,11 @@ def run_config(
     out_dir = Path(cfg.output.dir).absolute()
     ml_dir = out_dir / "ml" if cfg.output.ml else None
     proc = _load_processor(cfg, ml_dir)
+    if ex.engine == "dask-awkward" and (skip_bad_files or resume):
+        raise ConfigError(
+            "executor.engine: dask-awkward has no per-chunk failure capture or checkpoints; "
+            "--skip-bad-files and --resume need engine: runner"
+        )
     state = _RunState(out_dir, proc, cfg)
     state.claim(overwrite=overwrite, resume=resume, console=console)
 
@@ -320,9 +325,20 @@ def run_config(
             t_pre = time.perf_counter()
             meta, bad_files = _file_metadata(fileset, handle.client, ex, refresh=refresh, cache_dir=out_dir)
             t_run = time.perf_counter()
-            output, failures, chunk_times, n_chunks = _process(
-                fileset, meta, proc, handle.client, ex, branches, state.checkpointer, progress
-            )
+            if ex.engine == "dask-awkward":
+                from .accounting import error_line
+                from .engine_dask_awkward import process_dask_awkward
+
+                try:
+                    output, failures, chunk_times, n_chunks = process_dask_awkward(
+                        fileset, meta, proc, handle.client, ex, branches, None, progress
+                    )
+                except Exception as err:  # this engine has no per-chunk failure capture
+                    raise RunError(f"engine dask-awkward: {error_line(err)}") from None
+            else:
+                output, failures, chunk_times, n_chunks = _process(
+                    fileset, meta, proc, handle.client, ex, branches, state.checkpointer, progress
+                )
             t_done = time.perf_counter()
             description = dict(handle.description)
             backend_name = "serial" if serial else handle.backend
@@ -460,9 +476,11 @@ class _RunState:
             "datasets": cfg.model_dump(mode="json", by_alias=True)["datasets"],
             "processor": cfg.processor.model_dump(mode="json", by_alias=True),
             "chunksize": cfg.executor.chunksize,
+            "engine": cfg.executor.engine,
             "ml": cfg.output.ml,
         }
         self.fingerprint = run_fingerprint(proc, part)
+        self.engine = cfg.executor.engine
         self.checkpoint_dir = out_dir / "checkpoints" / self.fingerprint
         self.checkpointer = RunCheckpointer(self.checkpoint_dir)
         self._before = 0
@@ -484,7 +502,8 @@ class _RunState:
             elif overwrite:
                 self._wipe()
             else:
-                self._before = self.checkpointer.count() if self.checkpoint_dir.exists() else 0
+                use = self.engine == "runner"  # dask-awkward writes no checkpoints
+                self._before = self.checkpointer.count() if use and self.checkpoint_dir.exists() else 0
                 if self._before:
                     console.print(f"resuming: {self._before} chunk(s) checkpointed in {self.checkpoint_dir}")
         elif self.out_dir.exists() and any(self.out_dir.iterdir()):

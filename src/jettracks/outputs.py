@@ -76,23 +76,30 @@ _PLOTS = {
 
 def save_plots(out_dir: Path, hists: Mapping[str, Any], *, is_data: bool = False) -> list[Path]:
     """One PNG per (histogram, dataset): distributions by flavour, normalised to unit area."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.style
     import mplhep as hep
 
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
+    # Figure objects and a style context: no pyplot state, no global backend switch
+    # (a notebook calling this keeps its inline plots and its style).
+    with matplotlib.style.context(hep.style.CMS):
+        return _save_plots(plot_dir, hists, is_data)
+
+
+def _save_plots(plot_dir: Path, hists: Mapping[str, Any], is_data: bool) -> list[Path]:
+    import mplhep as hep
+    from matplotlib.figure import Figure
+
     written = []
-    hep.style.use("CMS")
     for name, (yscale, unit) in _PLOTS.items():
         h = hists.get(name)
         if h is None:
             continue
         for dataset in h.axes["dataset"]:
             per_flavour = h[{"dataset": dataset}]
-            fig, ax = plt.subplots(figsize=(9, 7))
+            fig = Figure(figsize=(9, 7))
+            ax = fig.subplots()
             drawn = 0
             for flavour in per_flavour.axes["flavour"]:
                 sub = per_flavour[{"flavour": flavour}]
@@ -102,7 +109,6 @@ def save_plots(out_dir: Path, hists: Mapping[str, Any], *, is_data: bool = False
                 hep.histplot(sub / total, ax=ax, label=f"{flavour} ({int(total):,})", yerr=False)
                 drawn += 1
             if not drawn:
-                plt.close(fig)
                 continue
             ax.set_yscale(yscale)
             if name == "track_abs_dxy":
@@ -114,7 +120,6 @@ def save_plots(out_dir: Path, hists: Mapping[str, Any], *, is_data: bool = False
             path = plot_dir / f"{name}_{dataset}.png"
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=80)
-            plt.close(fig)
             written.append(path)
     return written
 

@@ -2,7 +2,19 @@
 
 One physics model (:mod:`jettracks.generate.model`: multijet QCD events with
 flavoured jets, charged/neutral constituents, underlying event and pile-up,
-prompt and b/c-decay tracks with impact parameters) written in two layouts:
+prompt and b/c-decay tracks with impact parameters) for two processes
+(``process=``):
+
+``qcd`` (default)
+    QCD multijets, the background.
+``llp``
+    Long-lived-particle signal (:mod:`jettracks.generate.llp`): a heavy
+    mediator decaying to two neutral LLPs of mass ``llp_mass`` and proper decay
+    length ``llp_ctau``, each decaying at a displaced vertex to a d d̄ or b b̄
+    pair: jets whose tracks have impact parameters from the decay geometry,
+    plus ISR jets and the same pile-up / underlying event as ``qcd``.
+
+both written in two layouts:
 
 ``pfnano``
     NanoAOD + PF candidates, tree ``Events`` (one entry per event), LZMA, with
@@ -53,6 +65,28 @@ option                      default    meaning
 ``secondary_fraction``      0.005      K0S/Λ decay products among jet tracks
 ==========================  =========  ==============================================
 
+Process ``llp`` only (an error with ``qcd``; details in :mod:`jettracks.generate.llp`):
+
+==========================  =========  ==============================================
+option                      default    meaning
+==========================  =========  ==============================================
+``llp_mass``                50         LLP mass, GeV (>= 1; >= 10 for ``bb``)
+``llp_ctau``                1.0        LLP proper decay length cτ, cm; must be in
+                                       0.01–100 (0.1 mm – 1 m), else ValueError
+``llp_per_event``           2          LLPs per event: 2 (mediator → LLP pair) or 1
+                                       (LLP + an invisible partner)
+``llp_decay``               "dd"       LLP → d d̄ (``"dd"``) or b b̄ (``"bb"``)
+``mediator_mass``           400        mediator mass, GeV (> 2 × ``llp_mass``)
+==========================  =========  ==============================================
+
+Charged LLP products made beyond the tracker (r > 60 cm or |z| > 120 cm) have
+no track: they become neutral calorimeter candidates (d0Err = -1); products of
+decays beyond the calorimeters are lost. ISR jets follow ``jets_min/max``,
+``jet_mult_ratio`` (0–6 of them), ``jet_pt_min``, ``jet_eta_max`` and the
+flavour mix. The files carry no signal flag or LLP truth branch beyond the
+real formats' (PFNano's ``GenPart`` holds the mediator, pdgId 35, and the LLPs,
+pdgId 6000113): label signal by dataset.
+
 Writer, ``pfnano``: ``links`` (True), ``compression`` ("lzma"),
 ``compression_level`` (1), ``basket_events`` (2000).
 Writer, ``jetntuple``: ``compression`` ("zlib"), ``compression_level`` (1),
@@ -78,7 +112,14 @@ from typing import Any
 
 from . import jetntuple, pfnano
 from ._rootio import temporary_path
-from .model import PROCESSES, Events, ModelOptions, generate_events, make_rng
+from .model import (
+    PROCESSES,
+    Events,
+    ModelOptions,
+    check_process_options,
+    generate_events,
+    make_rng,
+)
 
 __all__ = [
     "FORMATS",
@@ -155,8 +196,9 @@ def generate_file(
     renamed atomically, so ``path`` never holds a half-written file.
 
     Raises:
-        ValueError: unknown ``format``/``process``/option, ``n_events < 0``,
-            negative ``seed`` or ``file_index``.
+        ValueError: unknown ``format``/``process``/option, an option of another
+            process (``llp_*`` with ``qcd``), an out-of-range option (e.g.
+            ``llp_ctau``), ``n_events < 0``, negative ``seed`` or ``file_index``.
     """
     _check_format(format)
     _check_process(process)
@@ -164,6 +206,7 @@ def generate_file(
     seed = _check_count("seed", seed)
     file_index = _check_count("file_index", file_index)
     model_opts, writer_opts = split_options(format, options)
+    check_process_options(process, model_opts)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +273,8 @@ def generate_dataset(
     seed = _check_count("seed", seed)
     if prefix is not None and (not prefix or "/" in prefix or os.sep in prefix):
         raise ValueError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
-    split_options(format, options)  # fail here, not on a worker
+    model_opts, _ = split_options(format, options)  # fail here, not on a worker
+    check_process_options(process, model_opts)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,9 @@
 """Physics model of the synthetic generator: multijet QCD events with tracks.
 
+(The long-lived-particle signal, ``process="llp"``, is in :mod:`.llp`: it
+builds its own hard jets and then shares this module's jet constituents,
+flavour, underlying event, pile-up and detector steps.)
+
 One call of :func:`generate_events` makes a set of events as flat NumPy arrays
 plus per-event counts (:class:`Events`); the writers (:mod:`.pfnano`,
 :mod:`.jetntuple`) only lay these arrays out in their on-disk formats, so both
@@ -143,6 +147,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,15 +155,26 @@ import numpy as np
 
 __all__ = [
     "PROCESSES",
+    "PROCESS_OPTIONS",
     "Events",
     "ModelOptions",
     "generate_events",
+    "check_process_options",
     "make_rng",
     "wrap_phi",
 ]
 
-#: Physics processes the model knows.
-PROCESSES: tuple[str, ...] = ("qcd",)
+#: Physics processes the model knows: QCD multijets (background) and a
+#: long-lived-particle signal (:mod:`jettracks.generate.llp`).
+PROCESSES: tuple[str, ...] = ("qcd", "llp")
+
+#: Options used by one process only (an error with any other process).
+PROCESS_OPTIONS: dict[str, tuple[str, ...]] = {
+    "llp": ("llp_mass", "llp_ctau", "llp_per_event", "llp_decay", "mediator_mass"),
+}
+#: Allowed range of ``llp_ctau`` (cm) and values of ``llp_decay``.
+LLP_CTAU_RANGE = (0.01, 100.0)
+LLP_DECAYS = ("dd", "bb")
 
 # Detector acceptance (|eta|): tracker and HF start.
 ETA_TRACKER = 2.5
@@ -244,6 +260,12 @@ class ModelOptions:
     dz_res_slope: float = 0.0095
     ctau_b: float = 0.0455
     secondary_fraction: float = 0.005
+    # process "llp" only (see jettracks.generate.llp); GeV, cm
+    llp_mass: float = 50.0
+    llp_ctau: float = 1.0
+    llp_per_event: int = 2
+    llp_decay: str = "dd"
+    mediator_mass: float = 400.0
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -302,6 +324,26 @@ class ModelOptions:
                      "ctau_b"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
+        self._validate_llp(bad)
+
+    def _validate_llp(self, bad) -> None:
+        for name in ("llp_mass", "llp_ctau", "mediator_mass"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                bad(name, "must be a finite number")
+        if not LLP_CTAU_RANGE[0] <= self.llp_ctau <= LLP_CTAU_RANGE[1]:
+            bad("llp_ctau", f"must be in [{LLP_CTAU_RANGE[0]}, {LLP_CTAU_RANGE[1]}] cm "
+                "(0.1 mm to 1 m)")
+        if self.llp_decay not in LLP_DECAYS:
+            bad("llp_decay", f"must be one of {LLP_DECAYS}")
+        m_min = 10.0 if self.llp_decay == "bb" else 1.0
+        if not m_min <= self.llp_mass:
+            bad("llp_mass", f"must be >= {m_min} GeV for llp_decay={self.llp_decay!r}")
+        if not 2.0 * self.llp_mass < self.mediator_mass <= 20000.0:
+            bad("mediator_mass", "must be > 2 * llp_mass and <= 20000 GeV")
+        v = self.llp_per_event
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v not in (1, 2):
+            bad("llp_per_event", "must be 1 or 2")
 
 
 @dataclass
@@ -313,7 +355,14 @@ class Events:
     ``cands``: flat per-candidate arrays, grouped by event (``cand_counts``), in
     collection order; ``cands["jet"]`` is the global jet index of a constituent
     (-1 for underlying-event / pile-up candidates), ``cands["origin"]`` one of
-    the ``ORIGIN_*`` codes.
+    the ``ORIGIN_*`` codes, ``cands["vx"/"vy"/"vz"]`` the production vertex
+    relative to the primary vertex (cm).
+    ``jets["llp"]`` / ``cands["llp"]``: index into ``truth["llp"]`` of the
+    long-lived particle a jet / candidate comes from, -1 otherwise (always -1
+    for ``qcd``); ``jets["genPartMother"]``: the PFNano ``GenPart`` row of the
+    parton's mother (-1: none).
+    ``truth``: process-specific truth not written to files (empty for ``qcd``;
+    for ``llp`` see :mod:`.llp`).
     """
 
     n_events: int
@@ -324,6 +373,7 @@ class Events:
     cands: dict[str, np.ndarray]
     options: ModelOptions = field(default_factory=ModelOptions)
     process: str = "qcd"
+    truth: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def jet_offsets(self) -> np.ndarray:
@@ -421,15 +471,40 @@ def generate_events(
         raise ValueError(f"n_events must be < 1e9 per file, got {n_events}")
     if int(file_index) != file_index or file_index < 0:
         raise ValueError(f"file_index must be an integer >= 0, got {file_index!r}")
+    check_process_options(process, options)
     opts = ModelOptions.from_kwargs(options)
+    if process == "llp":
+        from .llp import generate_llp
+
+        return generate_llp(int(n_events), rng, opts, int(file_index))
     return _generate_qcd(int(n_events), rng, opts, int(file_index))
+
+
+def check_process_options(process: str, options: dict[str, Any]) -> None:
+    """ValueError if ``options`` hold options of another process than ``process``."""
+    foreign = sorted(
+        k for proc, names in PROCESS_OPTIONS.items() if proc != process
+        for k in names if k in options
+    )
+    if foreign:
+        owners = sorted({p for p, names in PROCESS_OPTIONS.items() for k in foreign if k in names})
+        raise ValueError(
+            f"option(s) {foreign} apply to process {' / '.join(map(repr, owners))} only, "
+            f"not to process {process!r}"
+        )
+
+
+def _pileup_vertices(rng: np.random.Generator, o: ModelOptions, n: int):
+    """Per event: true pile-up mean, number of pile-up interactions, primary-vertex z."""
+    mu_true = o.pileup_mu * rng.uniform(0.6, 1.4, n)
+    n_pu = rng.poisson(mu_true)
+    pv_z = rng.normal(0.0, 3.5, n)
+    return mu_true, n_pu, pv_z
 
 
 def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index: int) -> Events:
     # ------------------------------------------------------------------ event level
-    mu_true = o.pileup_mu * rng.uniform(0.6, 1.4, n)
-    n_pu = rng.poisson(mu_true)
-    pv_z = rng.normal(0.0, 3.5, n)
+    mu_true, n_pu, pv_z = _pileup_vertices(rng, o, n)
     pthat = _power_law(rng, o.pt_hat_min, o.pt_hat_max, o.pt_spectrum_index, n)
 
     # ------------------------------------------------------------------ jets (padded)
@@ -475,7 +550,21 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     nj = pt.size
     jet_event = np.repeat(np.arange(n), n_jets)
 
-    # ------------------------------------------------------------------ flavour
+    # ------------------------------------------------------------------ flavour, constituents
+    fl = _jet_flavour(rng, o, nj)
+    truth = _gen_truth(rng, pt, eta, phi, fl)
+    con = _constituents(rng, o, pt, eta, phi, fl["is_gluon"], fl["hadron"], fl["sign"])
+    jet = {
+        "pt": pt, "eta": eta, "phi": phi, "n_jets": n_jets, "jet_event": jet_event,
+        "true_flav": fl["true_flav"], "hadron": fl["hadron"], "n_b_had": fl["n_b_had"],
+        "n_c_had": fl["n_c_had"], **truth,
+    }
+    evt = {"mu_true": mu_true, "n_pu": n_pu, "pv_z": pv_z, "pthat": pthat}
+    return _finish(n, rng, o, file_index, "qcd", evt, jet, con)
+
+
+def _jet_flavour(rng: np.random.Generator, o: ModelOptions, nj: int) -> dict[str, np.ndarray]:
+    """Flavour of ``nj`` QCD jets (true parton, hadron flavour, gluon splitting)."""
     fl = _choice(rng, np.array([21, 1, 4, 5]), [o.frac_g, o.frac_uds, o.frac_c, o.frac_b], nj)
     is_gluon = fl == 21
     sign = np.where(rng.random(nj) < 0.6, 1, -1)
@@ -490,7 +579,17 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     hadron[g_cc] = 4
     n_b_had = np.where(hadron == 5, np.where(g_bb & (rng.random(nj) < 0.3), 2, 1), 0)
     n_c_had = np.where(hadron == 4, np.where(g_cc & (rng.random(nj) < 0.3), 2, 1), 0)
+    return {
+        "is_gluon": is_gluon, "sign": sign, "light": light, "true_flav": true_flav,
+        "hadron": hadron, "g_bb": g_bb, "g_cc": g_cc, "n_b_had": n_b_had, "n_c_had": n_c_had,
+    }
 
+
+def _gen_truth(rng: np.random.Generator, pt, eta, phi, fl: dict[str, np.ndarray]):
+    """Generator jet (match, pT, η, φ) and parton / physics flavour of jets of flavour ``fl``."""
+    nj = pt.size
+    true_flav, hadron, sign, light = fl["true_flav"], fl["hadron"], fl["sign"], fl["light"]
+    is_gluon, g_bb, g_cc = fl["is_gluon"], fl["g_bb"], fl["g_cc"]
     # generator jet
     p_unmatched = np.minimum(0.3, 0.12 * (30.0 / pt) ** 2)
     gen_match = rng.random(nj) >= p_unmatched
@@ -514,8 +613,20 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     phys[swap & is_gluon] = (light * sign)[swap & is_gluon]
     phys[swap & ~is_gluon] = 21
     phys[r < p_unm] = 0
+    return {
+        "gen_match": gen_match, "gen_pt": gen_pt, "gen_eta": gen_eta, "gen_phi": gen_phi,
+        "parton": parton, "phys": phys,
+    }
 
-    # ------------------------------------------------------------------ constituents
+
+def _constituents(rng: np.random.Generator, o: ModelOptions, pt, eta, phi, is_gluon, hadron, sign):
+    """Constituents of jets (pT, η, φ) with heavy-flavour decays and K0S/Λ secondaries.
+
+    Production vertices ``vx, vy, vz`` are relative to the point the jet comes
+    from (the primary vertex for QCD). Returns per-constituent arrays (``cj`` the
+    jet index) and per-jet ``jec``, ``raw_pt`` and the b/c hadron truth.
+    """
+    nj = pt.size
     jec = 1.0 + 0.9 / np.sqrt(pt)
     raw_pt = pt / jec
     mu = (4.0 + 7.0 * np.log(np.maximum(pt, 10.0) / 10.0)) * np.where(is_gluon, 1.45, 1.0)
@@ -649,6 +760,55 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
         vy[si] = lt_v * np.sin(v_phi)
         vz[si] = lt_v * np.sinh(v_eta)
 
+    return {
+        "jec": jec, "raw_pt": raw_pt, "cj": cj, "nc": nc, "cpt": cpt,
+        "c_eta_abs": c_eta_abs, "c_phi_abs": c_phi_abs, "pdg": pdg, "origin": origin,
+        "vx": vx, "vy": vy, "vz": vz,
+        "decayLength": np.where(hf_jet, flight, 0.0),
+        "hadronPdgId": hadron_pdg.astype(np.int32),
+        "hadronPt": np.where(hf_jet, x_h * p_jet / np.cosh(fe), 0.0),
+        "hadronEta": np.where(hf_jet, fe, 0.0),
+        "hadronPhi": np.where(hf_jet, wrap_phi(fp), 0.0),
+        "hadronMass": np.where(hf_jet, m_h, 0.0),
+    }
+
+
+def _finish(
+    n: int,
+    rng: np.random.Generator,
+    o: ModelOptions,
+    file_index: int,
+    process: str,
+    evt: dict[str, np.ndarray],
+    jet: dict[str, np.ndarray],
+    con: dict[str, Any],
+    *,
+    cand_extra: dict[str, np.ndarray] | None = None,
+    jet_extra: dict[str, np.ndarray] | None = None,
+    truth: dict[str, dict[str, np.ndarray]] | None = None,
+) -> Events:
+    """Underlying event, pile-up, detector response, summaries: the common second half.
+
+    ``jet``: per-jet arrays grouped by event in descending pT; ``con``: the
+    constituents (:func:`_constituents` output, vertices relative to the primary
+    vertex). ``cand_extra`` (per constituent, default -1 for the other
+    candidates) and ``jet_extra`` are extra truth arrays carried into
+    ``Events.cands`` / ``Events.jets``; without them both get ``llp`` = -1.
+    """
+    mu_true, n_pu, pv_z, pthat = evt["mu_true"], evt["n_pu"], evt["pv_z"], evt["pthat"]
+    pt, eta, phi, n_jets, jet_event = jet["pt"], jet["eta"], jet["phi"], jet["n_jets"], jet["jet_event"]
+    true_flav, hadron, parton, phys = jet["true_flav"], jet["hadron"], jet["parton"], jet["phys"]
+    n_b_had, n_c_had = jet["n_b_had"], jet["n_c_had"]
+    gen_match, gen_pt, gen_eta, gen_phi = jet["gen_match"], jet["gen_pt"], jet["gen_eta"], jet["gen_phi"]
+    nj = pt.size
+    jec, raw_pt, cj, nc, cpt = con["jec"], con["raw_pt"], con["cj"], con["nc"], con["cpt"]
+    c_eta_abs, c_phi_abs, pdg, origin = con["c_eta_abs"], con["c_phi_abs"], con["pdg"], con["origin"]
+    vx, vy, vz = con["vx"], con["vy"], con["vz"]
+    if cand_extra is None:
+        cand_extra = {"llp": np.full(nc, -1, np.int64)}
+    if jet_extra is None:
+        jet_extra = {"llp": np.full(nj, -1, np.int64), "genPartMother": np.full(nj, -1, np.int64)}
+
     # ------------------------------------------------------------------ UE and pile-up
     n_soft = rng.poisson(o.pileup_candidates * (n_pu + 1.0) / (mu_true + 1.0))
     ns_tot = int(n_soft.sum())
@@ -675,7 +835,8 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
     s_vz = np.where(s_ue, 0.0, pu_z[s_event, np.minimum(s_vtx, max_pu)] - pv_z[s_event])
 
     # ------------------------------------------------------------------ all candidates
-    a_event = np.concatenate([jet_event[cj], s_event])
+    c_event = con["event"] if "event" in con else jet_event[cj]
+    a_event = np.concatenate([c_event, s_event])
     a_jet = np.concatenate([cj, np.full(ns_tot, -1, np.int64)])
     a_pt = np.concatenate([cpt, s_pt])
     a_eta = np.concatenate([c_eta_abs, s_eta])
@@ -802,6 +963,8 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
         "vy": a_vy,
         "vz": a_vz,
     }
+    for k, v in cand_extra.items():
+        cands[k] = np.concatenate([v, np.full(ns_tot, -1, dtype=v.dtype)])
     cands = {k: v[perm] for k, v in cands.items()}
     cands["event"] = a_event
 
@@ -945,13 +1108,14 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
         "nNeutral": n_neu,
         "nElectrons": n_ele,
         "nMuons": n_mu,
-        "decayLength": np.where(hf_jet, flight, 0.0),
-        "hadronPdgId": hadron_pdg.astype(np.int32),
-        "hadronPt": np.where(hf_jet, x_h * p_jet / np.cosh(fe), 0.0),
-        "hadronEta": np.where(hf_jet, fe, 0.0),
-        "hadronPhi": np.where(hf_jet, wrap_phi(fp), 0.0),
-        "hadronMass": np.where(hf_jet, m_h, 0.0),
+        "decayLength": con["decayLength"],
+        "hadronPdgId": con["hadronPdgId"],
+        "hadronPt": con["hadronPt"],
+        "hadronEta": con["hadronEta"],
+        "hadronPhi": con["hadronPhi"],
+        "hadronMass": con["hadronMass"],
     }
+    jets.update(jet_extra)
 
     # ------------------------------------------------------------------ event summaries
     ev = cands["event"]
@@ -1002,5 +1166,6 @@ def _generate_qcd(n: int, rng: np.random.Generator, o: ModelOptions, file_index:
         cand_counts=cand_counts,
         cands=cands,
         options=o,
-        process="qcd",
+        process=process,
+        truth=truth or {},
     )

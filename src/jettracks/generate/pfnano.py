@@ -14,7 +14,9 @@ parameters). Written branches:
 * ``nGenJet`` + ``GenJet_pt, eta, phi, mass, partonFlavour, hadronFlavour``;
 * ``nGenPart`` + ``GenPart_pt, eta, phi, mass, pdgId, status, statusFlags,
   genPartIdxMother``: the jets' outgoing partons and their b/c hadrons (coffea's
-  NanoAOD schemas take a file with ``GenPart`` for simulation);
+  NanoAOD schemas take a file with ``GenPart`` for simulation); for the ``llp``
+  process first the mediator (pdgId 35) and the LLPs (6000113), status 22,
+  mothers of the LLP daughter jets' partons;
 * ``nPFCands`` + ``PFCands_pt, eta, phi, mass, charge, pdgId, d0, d0Err, dz,
   dzErr, pvAssocQuality, lostInnerHits, trkQuality, trkChi2, puppiWeight``
   (``d0``/``d0Err``/``dz``/``dzErr`` = -1 without track details);
@@ -187,42 +189,53 @@ def _collection(prefix: str, counts: np.ndarray, fields: dict[str, np.ndarray]):
 def _genpart(events: Events):
     """Outgoing partons of the jets (status 23) and their b/c hadrons (status 2).
 
-    Per event: one parton per jet (jet order), then one hadron per b/c jet,
-    whose ``genPartIdxMother`` points to the parton of its jet.
+    Per event: the process's resonances if any (``events.truth["genpart"]``:
+    for ``llp`` the mediator and the LLPs), then one parton per jet (jet order,
+    ``genPartIdxMother`` from ``jets["genPartMother"]``: the LLP for its
+    daughter jets, else -1), then one hadron per b/c jet, whose
+    ``genPartIdxMother`` points to the parton of its jet.
     """
     jets = events.jets
     n = events.n_events
     nj = events.n_jets
     jev = jets["event"]
+    pre = events.truth.get("genpart")
+    n_pre = np.asarray(pre["counts"], np.int64) if pre else np.zeros(n, np.int64)
     hf = np.nonzero(jets["hadronPdgId"] != 0)[0]
     n_hf = np.bincount(jev[hf], minlength=n)
-    counts = events.jet_counts + n_hf
+    counts = n_pre + events.jet_counts + n_hf
     starts = _offsets(counts)[:-1]
     jet_local = _local_index(events.jet_counts)
-    # positions of partons and hadrons in the flat GenPart arrays
-    pos_parton = starts[jev] + jet_local
-    pos_hadron = starts[jev[hf]] + events.jet_counts[jev[hf]] + _local_index(n_hf)
+    # positions of resonances, partons and hadrons in the flat GenPart arrays
+    pos_pre = np.repeat(starts, n_pre) + _local_index(n_pre)
+    pos_parton = starts[jev] + n_pre[jev] + jet_local
+    pos_hadron = starts[jev[hf]] + n_pre[jev[hf]] + events.jet_counts[jev[hf]] + _local_index(n_hf)
     total = int(counts.sum())
 
-    def fill(parton_values, hadron_values, dtype):
+    def fill(name, parton_values, hadron_values, dtype):
         out = np.empty(total, dtype=dtype)
         out[pos_parton] = parton_values
         out[pos_hadron] = hadron_values
+        if pre:
+            out[pos_pre] = pre[name]
         return out
 
     parton_pdg = jets["trueFlav"]
     quark_mass = np.select([np.abs(parton_pdg) == 5, np.abs(parton_pdg) == 4], [4.8, 1.5], 0.0)
+    parton_mother = jets.get("genPartMother", np.full(nj, -1))
     fields = {
-        "pt": fill(jets["genPt"] * 1.02, jets["hadronPt"][hf], np.float64),
-        "eta": fill(jets["genEta"], jets["hadronEta"][hf], np.float64),
-        "phi": fill(jets["genPhi"], jets["hadronPhi"][hf], np.float64),
-        "mass": fill(quark_mass, jets["hadronMass"][hf], np.float64),
-        "pdgId": fill(parton_pdg, jets["hadronPdgId"][hf], np.int32),
-        "status": fill(np.full(nj, 23), np.full(hf.size, 2), np.int32),
+        "pt": fill("pt", jets["genPt"] * 1.02, jets["hadronPt"][hf], np.float64),
+        "eta": fill("eta", jets["genEta"], jets["hadronEta"][hf], np.float64),
+        "phi": fill("phi", jets["genPhi"], jets["hadronPhi"][hf], np.float64),
+        "mass": fill("mass", quark_mass, jets["hadronMass"][hf], np.float64),
+        "pdgId": fill("pdgId", parton_pdg, jets["hadronPdgId"][hf], np.int32),
+        "status": fill("status", np.full(nj, 23), np.full(hf.size, 2), np.int32),
         # partons: isPrompt|isHardProcess|fromHardProcess|fromHardProcessBeforeFSR;
         # hadrons: isPrompt|isDecayedLeptonHadron|isFirstCopy|isLastCopy
-        "statusFlags": fill(np.full(nj, 2433), np.full(hf.size, 12291), np.int32),
-        "genPartIdxMother": fill(np.full(nj, -1), jet_local[hf], np.int32),
+        "statusFlags": fill("statusFlags", np.full(nj, 2433), np.full(hf.size, 12291), np.int32),
+        "genPartIdxMother": fill(
+            "genPartIdxMother", parton_mother, n_pre[jev[hf]] + jet_local[hf], np.int32
+        ),
     }
     return _collection("GenPart", counts, fields)
 

@@ -115,7 +115,7 @@ def _save_plots(plot_dir: Path, hists: Mapping[str, Any], is_data: bool) -> list
                 ax.set_xscale("log")
             ax.set_xlabel(per_flavour.axes[-1].label)
             ax.set_ylabel(f"{unit} (normalised)")
-            ax.legend(title=f"{dataset}: jet flavour", fontsize="small")
+            ax.legend(title=f"{dataset}: jet flavour", fontsize="x-small", title_fontsize="small", loc="upper right")
             hep.cms.label("Open Data" if is_data else "", data=is_data, ax=ax, rlabel="jettracks")
             path = plot_dir / f"{name}_{dataset}.png"
             with atomic_path(path) as tmp:

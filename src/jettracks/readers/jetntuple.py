@@ -107,5 +107,4 @@ class JetNtupleReader(Reader):
             has_dxy=False,
             flavour_fields=tuple(flav),
             n_entries=n,
-            notices=["format jetntuple stores no impact parameters: dxy histograms not filled"],
         )

@@ -3,7 +3,8 @@
 
 Two tasks, each only where the dataset holds both classes:
 
-- ``b_vs_light``: b jets (flavour == "b") against light jets ("uds", "g");
+- ``b_vs_light``: b jets (flavour == "b") against light jets ("uds", "g"), among
+  the jets of non-signal datasets;
 - ``llp_vs_qcd``: jets of signal datasets (``is_signal``) against the rest.
 
 Features are jet-level summaries of the tracks (counts, max/median |dxy| in cm,
@@ -49,8 +50,9 @@ def load(ml_dir: Path):
 
 def tasks(df):
     out = {}
-    light = df["flavour"].isin(["uds", "g"])
-    b = df["flavour"] == "b"
+    background = ~df["is_signal"] if "is_signal" in df else True  # flavour task on SM jets only
+    light = df["flavour"].isin(["uds", "g"]) & background
+    b = (df["flavour"] == "b") & background
     if b.any() and light.any():
         sel = b | light
         out["b_vs_light"] = (sel.to_numpy(), b[sel].to_numpy().astype(int))

@@ -122,12 +122,17 @@ def training_sample(tmp_path_factory):
     from jettracks import generate
 
     data = tmp_path_factory.mktemp("train_data")
-    files = generate.generate_dataset(data, format="pfnano", n_files=4, events_per_file=900, seed=11,
+    files = generate.generate_dataset(data / "qcd", format="pfnano", n_files=4, events_per_file=900, seed=11,
                                       pileup_candidates=60, frac_b=0.2)
+    llp = generate.generate_dataset(data / "llp", format="pfnano", n_files=2, events_per_file=400, seed=12,
+                                    process="llp", pileup_candidates=60, llp_ctau=1.0)
     out = tmp_path_factory.mktemp("train_run")
     cfg = {
         "name": "train",
-        "datasets": {"qcd": {"files": [str(f) for f in files], "format": "pfnano", "metadata": {"is_mc": True}}},
+        "datasets": {
+            "qcd": {"files": [str(f) for f in files], "format": "pfnano", "metadata": {"is_mc": True}},
+            "llp": {"files": [str(f) for f in llp], "format": "pfnano", "metadata": {"is_mc": True, "is_signal": True}},
+        },
         "executor": {"backend": "serial"},
         "output": {"dir": str(out), "plots": False, "ml_dataset": {"pad_tracks": 4}},
     }
@@ -143,7 +148,7 @@ def _train(ml_dir, out, *extra):
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_train_example_learns_b_vs_light_and_shuffled_labels_do_not(training_sample, tmp_path, project_root):
+def test_train_example_learns_both_tasks_and_shuffled_labels_do_not(training_sample, tmp_path, project_root):
     import os
 
     os.chdir(project_root)
@@ -153,6 +158,9 @@ def test_train_example_learns_b_vs_light_and_shuffled_labels_do_not(training_sam
     auc_shuffled = shuffled["tasks"]["b_vs_light"]["auc"]
     assert auc > 0.85, auc  # displaced b-hadron tracks separate b from light jets
     assert abs(auc_shuffled - 0.5) < 0.1, auc_shuffled
+    llp_auc = real["tasks"]["llp_vs_qcd"]["auc"]
+    assert llp_auc > 0.9, llp_auc  # cτ = 1 cm: displaced tracks everywhere in signal jets
+    assert abs(shuffled["tasks"]["llp_vs_qcd"]["auc"] - 0.5) < 0.1
     assert (tmp_path / "real" / "roc_b_vs_light.png").stat().st_size > 1000
     imp = real["tasks"]["b_vs_light"]["feature_importance"]
     top = next(iter(imp))

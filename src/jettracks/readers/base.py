@@ -127,10 +127,38 @@ class Reader(abc.ABC):
             )
 
     @classmethod
+    def find_tree(cls, trees: dict[str, set[str]]) -> str | None:
+        """The tree of this format in a file (path -> branch names), or None.
+
+        Formats whose tree may sit at several paths override this.
+        """
+        branches = trees.get(cls.treename)
+        if branches is not None and not cls().missing_branches(branches):
+            return cls.treename
+        return None
+
+    @classmethod
     def detect(cls, trees: dict[str, set[str]]) -> bool:
         """True when a file with these trees (path -> branch names) is of this format."""
-        branches = trees.get(cls.treename)
-        return branches is not None and not cls().missing_branches(branches)
+        return cls.find_tree(trees) is not None
+
+    @staticmethod
+    def fields_of(columns: Any) -> set[str]:
+        """Branch names available in a chunk (NanoEvents fields or mapping keys)."""
+        return set(getattr(columns, "fields", None) or columns.keys())
+
+    def read_nano_jets(self, columns: Any, names: dict[str, str], flavour: dict[str, str]):
+        """NanoAOD-style ``Jet_*`` columns -> (jet fields, jets per event, flavour fields present)."""
+        fields = self.fields_of(columns)
+        n_jet = counts(columns[names["pt"]])
+        jets: dict[str, np.ndarray] = {k: flat(columns[b]) for k, b in names.items()}
+        jets["index"] = local_index(n_jet)
+        present = []
+        for key, branch in flavour.items():
+            if branch in fields:
+                jets[key] = flat(columns[branch], np.int32)
+                present.append(key)
+        return jets, n_jet, tuple(present)
 
     @abc.abstractmethod
     def read(self, columns: Any) -> EventBatch:

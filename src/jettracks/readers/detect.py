@@ -55,10 +55,7 @@ def list_trees(file: Any, *, max_depth: int = 2) -> dict[str, set[str]]:
 
 def find_tree(cls: type, trees: dict[str, set[str]]) -> str | None:
     """The tree path reader class ``cls`` would read in a file with ``trees``, or None."""
-    finder = getattr(cls, "find_tree", None)
-    if finder is not None:
-        return finder(trees)
-    return cls.treename if cls.detect(trees) else None
+    return cls.find_tree(trees)
 
 
 def open_file(source: Any, **options: Any):

@@ -67,7 +67,7 @@ class JetNtupleReader(Reader):
         return list(self.FLAVOUR.values())
 
     def read(self, columns: Any) -> EventBatch:
-        fields = set(getattr(columns, "fields", None) or columns.keys())
+        fields = self.fields_of(columns)
         n = len(columns["jetPt"])
         ones = np.ones(n, dtype=np.int64)
         jet_eta = flat(columns["jetEta"], np.float64)

@@ -152,12 +152,8 @@ class JetTrackEventsReader(Reader):
                 return path
         return None
 
-    @classmethod
-    def detect(cls, trees: dict[str, set[str]]) -> bool:
-        return cls.find_tree(trees) is not None
-
     def read(self, columns: Any) -> EventBatch:
-        fields = set(getattr(columns, "fields", None) or columns.keys())
+        fields = self.fields_of(columns)
         b = self.names
 
         def present(key: str) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import EventBatch, Reader, counts, flat, jagged_records, local_index
+from .base import EventBatch, Reader, counts, flat, jagged_records
 from .jetntuple import charge_from_pdgid
 
 __all__ = ["NanoAODReader"]
@@ -69,28 +69,9 @@ class NanoAODReader(Reader):
     def optional_branches(self) -> list[str]:
         return [*self.FLAVOUR.values(), *self.ISOTRACK.values(), *self.ISOTRACK_EXTRA.values()]
 
-    @classmethod
-    def find_tree(cls, trees: dict[str, set[str]]) -> str | None:
-        """The tree of this format in a file (path -> branch names), or None."""
-        branches = trees.get(cls.treename)
-        if branches is not None and not cls().missing_branches(branches):
-            return cls.treename
-        return None
-
-    @classmethod
-    def detect(cls, trees: dict[str, set[str]]) -> bool:
-        return cls.find_tree(trees) is not None
-
     def read(self, columns: Any) -> EventBatch:
-        fields = set(getattr(columns, "fields", None) or columns.keys())
-        n_jet = counts(columns[self.JET["pt"]])
-        jets: dict[str, np.ndarray] = {k: flat(columns[b]) for k, b in self.JET.items()}
-        jets["index"] = local_index(n_jet)
-        flav = []
-        for key, branch in self.FLAVOUR.items():
-            if branch in fields:
-                jets[key] = flat(columns[branch], np.int32)
-                flav.append(key)
+        fields = self.fields_of(columns)
+        jets, n_jet, flav = self.read_nano_jets(columns, self.JET, self.FLAVOUR)
 
         batch = EventBatch(
             run=flat(columns[self.EVENT["run"]], np.int64),

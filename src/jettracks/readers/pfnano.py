@@ -19,7 +19,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from .base import EventBatch, Reader, counts, flat, jagged_records, local_index
+from .base import EventBatch, Reader, counts, flat, jagged_records
 
 __all__ = ["PFNanoReader"]
 
@@ -53,15 +53,8 @@ class PFNanoReader(Reader):
         return out
 
     def read(self, columns: Any) -> EventBatch:
-        fields = set(getattr(columns, "fields", None) or columns.keys())
-        n_jet = counts(columns[self.JET["pt"]])
-        jets: dict[str, np.ndarray] = {k: flat(columns[b]) for k, b in self.JET.items()}
-        jets["index"] = local_index(n_jet)
-        flav = []
-        for key, branch in self.FLAVOUR.items():
-            if branch in fields:
-                jets[key] = flat(columns[branch], np.int32)
-                flav.append(key)
+        fields = self.fields_of(columns)
+        jets, n_jet, flav = self.read_nano_jets(columns, self.JET, self.FLAVOUR)
 
         n_cand = counts(columns[self.CAND["pt"]])
         d0 = flat(columns[self.CAND["d0"]], np.float32)

@@ -77,12 +77,8 @@ class TreeMakerReader(Reader):
                 return path
         return None
 
-    @classmethod
-    def detect(cls, trees: dict[str, set[str]]) -> bool:
-        return cls.find_tree(trees) is not None
-
     def read(self, columns: Any) -> EventBatch:
-        fields = set(getattr(columns, "fields", None) or columns.keys())
+        fields = self.fields_of(columns)
         n_jet = counts(columns[self.JET["pt"]])
         pt = flat(columns[self.JET["pt"]], np.float64)
         eta = flat(columns[self.JET["eta"]], np.float64)

@@ -517,6 +517,12 @@ def section_kernel(args) -> dict:
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "kernel": section_kernel,
 }
+# Pipeline sections (e2e vs I/O floor, 1 vs 2 workers over XRootD, remote vs local,
+# scheduler chunks/s) live beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_pipeline import SECTIONS as _PIPELINE_SECTIONS  # noqa: E402
+
+SECTIONS.update(_PIPELINE_SECTIONS)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

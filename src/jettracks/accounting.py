@@ -71,7 +71,10 @@ def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
     """
     import uproot
 
-    with uproot.open({filename: None}, timeout=timeout) as f:
+    from .files import AutoSource
+
+    handler = {"handler": AutoSource} if AutoSource is not None else {}
+    with uproot.open({filename: None}, timeout=timeout, **handler) as f:
         tree = f[treename]
         return {"numentries": int(tree.num_entries), "uuid": f.file.fUUID}
 

@@ -466,3 +466,24 @@ class EntryCache:
 
     def __exit__(self, *exc) -> None:
         self.save()
+
+
+try:  # uproot source classes: direct XRootD for root:// (fsspec caches one handle per URL)
+    import uproot as _uproot
+
+    class AutoSource(_uproot.source.chunk.Source):
+        """uproot ``handler``: ``root://`` URLs through uproot's direct XRootD source,
+        everything else through fsspec.
+
+        fsspec-xrootd keeps one open handle per URL per process; after a server
+        restart every reopen of that URL failed at once ("I/O operation on closed
+        file"), using up Dask's retries in milliseconds. The direct source reopens.
+        """
+
+        def __new__(cls, file_path, **options):
+            if str(file_path).startswith(("root://", "roots://", "xroot://", "xroots://")):
+                return _uproot.source.xrootd.XRootDSource(file_path, **options)
+            return _uproot.source.fsspec.FSSpecSource(file_path, **options)
+
+except ImportError:  # pragma: no cover
+    AutoSource = None  # type: ignore[assignment,misc]

@@ -25,6 +25,19 @@ def shared_dir() -> Path:
     return Path(env) if env else PROJECT.parent / "shared"
 
 
+def cms_data_dir() -> Path | None:
+    """The real CMS files (``shared/data/cms``; $JETTRACKS_SHARED may point at shared/ or at them)."""
+    primary = PROJECT.parent / "shared" / "data" / "cms"
+    if primary.is_dir():
+        return primary
+    env = os.environ.get("JETTRACKS_SHARED")
+    if env:
+        for cand in (Path(env) / "data" / "cms", Path(env)):
+            if (cand / "pfnano.root").is_file():
+                return cand
+    return None
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT

@@ -27,19 +27,9 @@ from jettracks.inspect import inspect_file
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _cms_dir() -> Path | None:
-    primary = Path(__file__).resolve().parents[2] / "shared" / "data" / "cms"
-    if primary.is_dir():
-        return primary
-    env = os.environ.get("JETTRACKS_SHARED")
-    if env:
-        for cand in (Path(env) / "data" / "cms", Path(env)):
-            if (cand / "pfnano.root").is_file():
-                return cand
-    return None
+from conftest import cms_data_dir  # noqa: E402
 
-
-CMS = _cms_dir()
+CMS = cms_data_dir()
 needs_cms = pytest.mark.skipif(CMS is None, reason="real CMS files absent (../shared/data/cms, $JETTRACKS_SHARED)")
 
 

@@ -16,7 +16,6 @@ Files of the ``jettrack_events`` format and broken files are written with uproot
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 from collections import Counter
 import sys
@@ -39,19 +38,9 @@ from processors.jet_tracks import JetTrackProcessor
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _cms_dir() -> Path | None:
-    primary = Path(__file__).resolve().parents[2] / "shared" / "data" / "cms"
-    if primary.is_dir():
-        return primary
-    env = os.environ.get("JETTRACKS_SHARED")
-    if env:
-        for cand in (Path(env) / "data" / "cms", Path(env)):
-            if (cand / "pfnano.root").is_file():
-                return cand
-    return None
+from conftest import cms_data_dir  # noqa: E402
 
-
-CMS = _cms_dir()
+CMS = cms_data_dir()
 needs_cms = pytest.mark.skipif(
     CMS is None,
     reason="real CMS files absent: neither <project>/../shared/data/cms nor $JETTRACKS_SHARED holds pfnano.root",

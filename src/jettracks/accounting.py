@@ -64,6 +64,17 @@ def error_line(err: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def readable_fileset(fileset: dict, meta: dict) -> dict:
+    """The fileset restricted to files whose metadata was read (``(dataset, file)`` in ``meta``);
+    datasets left without files are dropped."""
+    good = {}
+    for ds, spec in fileset.items():
+        files = [f for f in spec["files"] if (ds, f) in meta]
+        if files:
+            good[ds] = {**spec, "files": files}
+    return good
+
+
 def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
     """Entries and file UUID of one ROOT file (``numentries``, ``uuid`` bytes).
 

@@ -603,15 +603,13 @@ def process_dask_awkward(fileset, meta, proc, client, ex, branches, checkpointer
     engine) and ``failures`` is always empty: a failing chunk raises.
     """
     del checkpointer
-    good: dict[str, dict[str, Any]] = {}
+    from .accounting import readable_fileset
+
+    good = readable_fileset(fileset, meta)
     num_entries: dict[str, int] = {}
     uuids: dict[str, str] = {}
-    for ds, spec in fileset.items():
-        files = [f for f in spec["files"] if (ds, f) in meta]
-        if not files:
-            continue
-        good[ds] = {**spec, "files": files}
-        for f in files:
+    for ds, spec in good.items():
+        for f in spec["files"]:
             m = meta[(ds, f)]
             num_entries[f] = int(m["numentries"])
             uuids[f] = _uuid_text(m.get("uuid") or m.get("uuid_hex"))

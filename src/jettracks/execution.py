@@ -624,16 +624,12 @@ def _process(fileset, meta, proc, client, ex, branches, checkpointer, progress):
     from coffea.nanoevents import BaseSchema
     from coffea.processor.executor import FileMeta
 
-    from .accounting import AccountingDaskExecutor, ChunkFailure, error_line
+    from .accounting import AccountingDaskExecutor, ChunkFailure, error_line, readable_fileset
 
+    good = readable_fileset(fileset, meta)
     metadata_cache = {}
-    good = {}
-    for ds, spec in fileset.items():
-        files = [f for f in spec["files"] if (ds, f) in meta]
-        if not files:
-            continue
-        good[ds] = {**spec, "files": files}
-        for f in files:
+    for ds, spec in good.items():
+        for f in spec["files"]:
             m = meta[(ds, f)]
             metadata_cache[FileMeta(ds, f, spec["treename"])] = {
                 **spec["metadata"],

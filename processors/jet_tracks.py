@@ -8,7 +8,8 @@ Per chunk (coffea ``ProcessorABC`` contract: ``process(events) -> accumulator``)
 3. select tracks: charged (``charge != 0``) and ``pt >= track_pt_min`` (GeV);
 4. associate tracks to the selected jets: ``ΔR < cone_dr`` with the numba kernel
    (event-level formats) or the stored ``ΔR`` (per-jet formats; JetNtuple ``PF_dR``);
-5. valid impact parameter: ``dxy_err > 0`` (PFNano's ``-1`` fill never passes);
+5. valid impact parameter: finite ``dxy`` and ``dxy_err > 0`` (PFNano's ``-1`` fill
+   never passes), :func:`jettracks.impact.valid_dxy`, the ML columns' definition too;
 6. label flavour (:mod:`jettracks.flavour`; ``flavour: auto`` takes the
    format's default definition);
 7. fill histograms per dataset and flavour, the cut flow, and write the per-jet
@@ -35,11 +36,22 @@ from jettracks import flavour as flav
 from jettracks import mldata
 from jettracks import readers
 from jettracks.association import compare_association
+from jettracks.impact import dxy_significance, valid_dxy
 from jettracks.kernels import associate_tracks
 
-__all__ = ["CUTFLOW_STEPS", "ChunkAnalysis", "JetTrackProcessor", "make_histograms"]
+__all__ = [
+    "CUTFLOW_STEPS",
+    "ChunkAnalysis",
+    "JetTrackProcessor",
+    "count_event_starts",
+    "make_histograms",
+    "previous_entry_ids",
+]
 
 #: Cut-flow steps in order (counts, see :meth:`JetTrackProcessor.process`).
+#: ``entries``: tree entries read (jets, for per-jet formats such as the JetNtuple);
+#: ``events``: events, each counted once whatever the chunking (per-jet formats:
+#: :func:`count_event_starts`).
 CUTFLOW_STEPS = (
     "entries",
     "events",
@@ -109,6 +121,9 @@ class ChunkAnalysis:
         jet_tracks: jagged [jet][track] records: pt, eta, phi, charge, dxy, dxy_err, dz (cm), dr.
         flavour_codes: :data:`jettracks.flavour.CODES` per selected jet.
         flavour_definition: the definition used (``hadron``, ``parton``, ``physics``, ``data``).
+        n_events: events in the chunk; for per-jet formats the events that begin in it
+            (``analyse`` assumes the chunk begins at an event boundary, ``process``
+            checks the entry before the chunk: :func:`count_event_starts`).
     """
 
     batch: Any
@@ -122,11 +137,15 @@ class ChunkAnalysis:
     n_tracks_selected: int
 
     def track_dxy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat ``(dxy_cm, dxy_err_cm, valid)`` over all associated tracks; valid = ``dxy_err > 0``."""
+        """Flat ``(dxy_cm, dxy_err_cm, valid)`` over all associated tracks.
+
+        ``valid``: :func:`jettracks.impact.valid_dxy` (finite dxy and ``dxy_err > 0``),
+        the definition the ML columns use too.
+        """
         flat_tracks = ak.flatten(self.jet_tracks, axis=1)
         dxy = ak.to_numpy(flat_tracks["dxy"]).astype(np.float64)
         dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
-        return dxy, dxy_err, (dxy_err > 0) & np.isfinite(dxy)
+        return dxy, dxy_err, valid_dxy(dxy, dxy_err)
 
 
 class JetTrackProcessor(processor.ProcessorABC):
@@ -250,7 +269,9 @@ class JetTrackProcessor(processor.ProcessorABC):
         codes, definition = self._flavour_codes(jets, batch, reader, is_mc)
         n_events = batch.n_events
         if reader.per_jet_entries:
-            n_events = _count_event_groups(batch.run, batch.lumi, batch.event)
+            # Provisional: the chunk's first entry counted as an event start;
+            # ``process`` corrects it with the entry before the chunk (needs the file).
+            n_events = count_event_starts(batch.run, batch.lumi, batch.event)
         return ChunkAnalysis(
             batch=batch,
             jets=jets,
@@ -279,13 +300,14 @@ class JetTrackProcessor(processor.ProcessorABC):
         )
         if chunk.batch.has_dxy:
             dxy, dxy_err, valid = chunk.track_dxy()
-            v_dxy, v_err, v_lab = dxy[valid], dxy_err[valid], trk_labels[valid]
+            v_dxy, v_lab = dxy[valid], trk_labels[valid]
             hists["track_dxy"].fill(dataset=dataset, flavour=v_lab, dxy=v_dxy)
             hists["track_abs_dxy"].fill(dataset=dataset, flavour=v_lab, absdxy=np.abs(v_dxy))
             # NanoAOD IsoTracks carry no dxy error (reader sets +inf): no significance for them.
-            has_sig = np.isfinite(v_err)
+            sig = dxy_significance(dxy, dxy_err)
+            has_sig = np.isfinite(sig)
             hists["track_dxy_significance"].fill(
-                dataset=dataset, flavour=v_lab[has_sig], sig=v_dxy[has_sig] / v_err[has_sig]
+                dataset=dataset, flavour=trk_labels[has_sig], sig=sig[has_sig]
             )
         return hists
 
@@ -309,6 +331,10 @@ class JetTrackProcessor(processor.ProcessorABC):
         fmt = meta["format"]
         chunk = self.analyse(events, fmt=fmt, is_mc=bool(meta.get("is_mc", True)))
         batch = chunk.batch
+        if self.reader_for(fmt).per_jet_entries and batch.n_events:
+            # One entry per jet: count each event once, in the chunk holding its first jet.
+            previous = previous_entry_ids(meta)
+            chunk.n_events = count_event_starts(batch.run, batch.lumi, batch.event, previous=previous)
         notices = set(batch.notices)
         notices.add(f"{dataset}: flavour definition {chunk.flavour_definition}")
         if not batch.has_dxy:
@@ -451,9 +477,60 @@ class JetTrackProcessor(processor.ProcessorABC):
         return mldata.write_part(self.ml_dir, name, columns)
 
 
-def _count_event_groups(run: np.ndarray, lumi: np.ndarray, event: np.ndarray) -> int:
-    """Number of runs of consecutive entries with the same (run, lumi, event)."""
-    if len(run) == 0:
+def count_event_starts(
+    run: np.ndarray,
+    lumi: np.ndarray,
+    event: np.ndarray,
+    *,
+    previous: tuple[int, int, int] | None = None,
+) -> int:
+    """Events that *begin* in a chunk of a per-jet format (one tree entry per jet).
+
+    Jets of one event are consecutive entries sharing ``(run, lumi, event)``
+    (shared/reference/formats.md §1). An entry begins an event when its
+    ``(run, lumi, event)`` differs from the entry just before it. For the chunk's
+    first entry that is the entry before the chunk: ``previous`` holds its
+    ``(run, lumi, event)``, or is ``None`` when the chunk begins the file (then the
+    first entry begins an event). Counting only starts counts every event exactly
+    once whatever the chunking: an event whose jets straddle a chunk boundary
+    belongs to the chunk holding its first jet.
+    """
+    n = len(run)
+    if n == 0:
         return 0
-    change = (np.diff(run) != 0) | (np.diff(lumi) != 0) | (np.diff(event.astype(np.int64)) != 0)
-    return int(change.sum()) + 1
+    run = np.asarray(run, dtype=np.int64)
+    lumi = np.asarray(lumi, dtype=np.int64)
+    event = np.asarray(event, dtype=np.uint64)
+    change = (run[1:] != run[:-1]) | (lumi[1:] != lumi[:-1]) | (event[1:] != event[:-1])
+    first = previous is None or (
+        int(run[0]), int(lumi[0]), int(event[0])
+    ) != tuple(int(x) for x in previous)
+    return int(change.sum()) + int(first)
+
+
+def previous_entry_ids(meta: dict[str, Any]) -> tuple[int, int, int] | None:
+    """``(run, lumi, event)`` of the tree entry just before a chunk, or ``None``.
+
+    ``meta`` is the chunk's ``events.metadata`` (``filename``, ``treename``,
+    ``entrystart``, as coffea's Runner and the dask-awkward engine set them).
+    ``None`` when the chunk begins its file (``entrystart == 0``) or the metadata
+    does not say where the chunk lies (the chunk is then taken to begin at an
+    event boundary). Reads one entry of three branches: one file open per chunk
+    that does not begin its file.
+    """
+    start = int(meta.get("entrystart") or 0)
+    filename, treename = meta.get("filename"), meta.get("treename")
+    if start <= 0 or not filename or not treename:
+        return None
+    import uproot
+
+    try:
+        from jettracks.files import AutoSource
+    except ImportError:  # pragma: no cover
+        AutoSource = None
+    options = {"handler": AutoSource} if AutoSource is not None else {}
+    with uproot.open(filename, **options) as f:
+        ids = f[treename].arrays(
+            ["run", "lumi", "event"], entry_start=start - 1, entry_stop=start, library="np"
+        )
+    return int(ids["run"][0]), int(ids["lumi"][0]), int(ids["event"][0])

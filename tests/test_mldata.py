@@ -165,3 +165,79 @@ def test_train_example_learns_both_tasks_and_shuffled_labels_do_not(training_sam
     imp = real["tasks"]["b_vs_light"]["feature_importance"]
     top = next(iter(imp))
     assert "dxy" in top or "sig" in top, imp  # the impact parameter, not kinematics, drives it
+
+
+class _Chunk:
+    """Branches of one chunk plus coffea's ``events.metadata`` (what ``process`` reads)."""
+
+    def __init__(self, arrays, metadata):
+        self._arrays = arrays
+        self.fields = arrays.fields
+        self.metadata = metadata
+
+    def __getitem__(self, key):
+        return self._arrays[key]
+
+    def __len__(self):
+        return len(self._arrays)
+
+
+def test_valid_dxy_one_definition_for_cutflow_and_ml(small_sample, tmp_path):
+    """±inf and NaN d0 with a positive d0Err: invalid in the cut flow AND in the ML columns."""
+    import awkward as ak
+
+    from processors.jet_tracks import JetTrackProcessor
+
+    proc = JetTrackProcessor(ml_dir=str(tmp_path / "ml"))
+    reader = proc.reader_for("pfnano")
+    path = small_sample["pfnano"][0]
+    arrays = uproot.open(path)["Events"].arrays(reader.branches())
+    d0 = ak.to_numpy(ak.flatten(arrays["PFCands_d0"])).astype(np.float32).copy()
+    err = ak.to_numpy(ak.flatten(arrays["PFCands_d0Err"]))
+    charged = (ak.to_numpy(ak.flatten(arrays["PFCands_charge"])) != 0) & (
+        ak.to_numpy(ak.flatten(arrays["PFCands_pt"])) >= 1.0)
+    measured = np.flatnonzero(charged & (err > 0))
+    d0[measured[0::5]] = np.inf
+    d0[measured[1::5]] = -np.inf
+    d0[measured[2::5]] = np.nan
+    arrays["PFCands_d0"] = ak.unflatten(d0, ak.num(arrays["PFCands_d0"]))
+    out = proc.process(_Chunk(arrays, {"dataset": "inj", "format": "pfnano", "is_mc": True,
+                                       "filename": str(path), "entrystart": 0, "entrystop": len(arrays)}))
+    part = pd.read_parquet(out["ml_parts"][0])
+
+    # Brute force from the injected raw arrays: cone, charged, pT >= 1, finite d0 and d0Err > 0.
+    a = {k: ak.to_list(arrays[k]) for k in ("Jet_pt", "Jet_eta", "Jet_phi", "PFCands_pt", "PFCands_eta",
+                                            "PFCands_phi", "PFCands_charge", "PFCands_d0", "PFCands_d0Err")}
+    expected, n_inf_in_cone = {}, 0
+    for i, ev in enumerate(ak.to_list(arrays["event"])):
+        for j, (pt, eta, phi) in enumerate(zip(a["Jet_pt"][i], a["Jet_eta"][i], a["Jet_phi"][i])):
+            if not (pt > 30.0 and abs(eta) < 2.5):
+                continue
+            dxys = []
+            for cpt, ceta, cphi, q, cd0, cerr in zip(*(a[k][i] for k in (
+                    "PFCands_pt", "PFCands_eta", "PFCands_phi", "PFCands_charge", "PFCands_d0", "PFCands_d0Err"))):
+                dphi = (cphi - phi + math.pi) % (2 * math.pi) - math.pi
+                if q != 0 and cpt >= 1.0 and math.hypot(ceta - eta, dphi) < 0.5:
+                    ok = math.isfinite(cd0) and cerr > 0
+                    n_inf_in_cone += math.isinf(cd0) and cerr > 0
+                    dxys.append(cd0 if ok else None)
+            expected[(int(ev), j)] = dxys
+    assert n_inf_in_cone > 0  # the injected values really are in the cones
+
+    n_valid = sum(sum(d is not None for d in v) for v in expected.values())
+    assert out["cutflow"]["inj"]["tracks_valid_dxy"] == n_valid
+    assert int(part["n_tracks_valid_dxy"].sum()) == n_valid
+    for row in part.itertuples():
+        dxys = expected[(int(row.event), int(row.jet_index))]
+        got_dxy, got_err, got_sig = (np.asarray(x, dtype=np.float64) for x in (
+            row.track_dxy, row.track_dxy_err, row.track_dxy_sig))
+        invalid = np.array([d is None for d in dxys], dtype=bool)
+        assert len(got_dxy) == len(dxys)
+        assert np.all(np.isnan(got_dxy[invalid])) and np.all(np.isfinite(got_dxy[~invalid]))
+        assert np.all(np.isnan(got_err[invalid])) and np.all(np.isnan(got_sig[invalid]))
+        assert row.n_tracks_valid_dxy == int((~invalid).sum())
+        finite = [abs(d) for d in dxys if d is not None]
+        if finite:
+            assert row.max_abs_dxy == pytest.approx(max(finite), rel=1e-6)
+        else:
+            assert math.isnan(row.max_abs_dxy)

@@ -75,21 +75,26 @@ def _cols() -> list[Column]:
         c("split", "string", "", "train / validation / test (70/15/15 % of events)",
           "splitmix64(run, lumi, event) mod 2^20 compared with the cumulative fractions"),
         c("n_tracks", "int32", "", "Tracks associated with the jet (charged, pT ≥ track_pt_min, ΔR < cone_dr)", "len(track_pt)"),
-        c("n_tracks_valid_dxy", "int32", "", "Associated tracks with a measured dxy (dxy_err > 0)", "count"),
+        c("n_tracks_valid_dxy", "int32", "", "Associated tracks with a valid dxy: finite dxy and dxy_err > 0 (the cut flow's tracks_valid_dxy)",
+          "count of jettracks.impact.valid_dxy"),
         c("max_abs_dxy", "float32", "cm", "Largest |dxy| of the jet's tracks with a valid dxy; NaN if none", "max over tracks"),
         c("median_abs_dxy", "float32", "cm", "Median |dxy| of the jet's tracks with a valid dxy; NaN if none", "median over tracks"),
     ]
     for t in SIG_THRESHOLDS:
-        cols.append(c(f"n_tracks_sig_gt_{t:g}", "int32", "", f"Tracks with |dxy|/σ(dxy) > {t:g}", "count over valid tracks"))
+        cols.append(c(f"n_tracks_sig_gt_{t:g}", "int32", "", f"Tracks with |dxy|/σ(dxy) > {t:g}",
+                      "count over tracks with a valid dxy and a finite σ(dxy)"))
     cols += [
         c("track_pt", "list<float32>", "GeV", "Associated tracks' pT, collection order", "file candidates"),
         c("track_eta", "list<float32>", "", "Associated tracks' η", "file candidates"),
         c("track_phi", "list<float32>", "rad", "Associated tracks' φ", "file candidates"),
         c("track_charge", "list<int32>", "e", "Associated tracks' charge", "file candidates (JetNtuple: from PF_id)"),
         c("track_dr", "list<float32>", "", "ΔR(track, jet), ΔR² = Δη² + Δφ² (float64, Δφ wrapped)", "numba kernel or stored PF_dR"),
-        c("track_dxy", "list<float32>", "cm", "Signed transverse impact parameter; NaN where not measured", "PFCands_d0 etc.; absent without impact parameters"),
-        c("track_dxy_err", "list<float32>", "cm", "Uncertainty of dxy; ≤ 0 or NaN = not measured", "PFCands_d0Err etc."),
-        c("track_dxy_sig", "list<float32>", "", "dxy / dxy_err; NaN where not measured", "ratio"),
+        c("track_dxy", "list<float32>", "cm", "Signed transverse impact parameter; NaN where not valid (valid: finite dxy and dxy_err > 0)",
+          "PFCands_d0 etc.; jettracks.impact.valid_dxy; absent without impact parameters"),
+        c("track_dxy_err", "list<float32>", "cm", "Uncertainty of dxy; NaN where dxy is not valid; +inf = measured dxy, unknown error (NanoAOD IsoTrack)",
+          "PFCands_d0Err etc."),
+        c("track_dxy_sig", "list<float32>", "", "dxy / dxy_err; NaN where dxy is not valid or its error not finite",
+          "jettracks.impact.dxy_significance"),
         c("pad_track_*", "fixed_size_list<float32>[N]", "as the track column",
           "Fixed-length copies of the track columns: the N tracks with the largest sort key, zero padded",
           "processor option ml_pad_tracks=N, sorted by ml_sort_key (abs_dxy_sig default)"),
@@ -152,8 +157,15 @@ def jet_columns(
     pad_tracks: int | None = None,
     sort_key: str = "abs_dxy_sig",
 ) -> dict[str, Any]:
-    """The per-jet ML columns of one chunk (flat over selected jets); see :data:`COLUMNS`."""
+    """The per-jet ML columns of one chunk (flat over selected jets); see :data:`COLUMNS`.
+
+    A track's dxy is valid per :func:`jettracks.impact.valid_dxy` (finite dxy and
+    ``dxy_err > 0``, cm), the cut flow's definition; where it is not, ``track_dxy``,
+    ``track_dxy_err`` and ``track_dxy_sig`` are NaN and the track is left out of
+    ``n_tracks_valid_dxy``, ``max_abs_dxy``, ``median_abs_dxy`` and ``n_tracks_sig_gt_*``.
+    """
     from .flavour import flavour_labels
+    from .impact import dxy_significance, valid_dxy
 
     n = len(jets)
     cols: dict[str, Any] = {
@@ -184,16 +196,17 @@ def jet_columns(
     if has_dxy:
         dxy = ak.values_astype(jet_tracks["dxy"], np.float64)
         err = ak.values_astype(jet_tracks["dxy_err"], np.float64)
-        valid = (err > 0) & ~np.isnan(dxy)
-        sig = ak.where(valid, dxy / ak.where(valid, err, 1.0), np.nan)
+        # One definition with the cut flow and the histograms (jettracks.impact).
+        valid = valid_dxy(dxy, err)
+        sig = dxy_significance(dxy, err)
         abs_valid = abs(dxy[valid])
         cols["n_tracks_valid_dxy"] = ak.to_numpy(ak.sum(valid, axis=1)).astype(np.int32)
         cols["max_abs_dxy"] = _per_jet_reduce(abs_valid, "max")
         cols["median_abs_dxy"] = _per_jet_reduce(abs_valid, "median")
         for t in SIG_THRESHOLDS:
-            cols[f"n_tracks_sig_gt_{t:g}"] = ak.to_numpy(ak.sum(abs(sig[valid]) > t, axis=1)).astype(np.int32)
+            cols[f"n_tracks_sig_gt_{t:g}"] = ak.to_numpy(ak.sum(abs(sig) > t, axis=1)).astype(np.int32)
         cols["track_dxy"] = ak.values_astype(ak.where(valid, dxy, np.nan), np.float32)
-        cols["track_dxy_err"] = ak.values_astype(jet_tracks["dxy_err"], np.float32)
+        cols["track_dxy_err"] = ak.values_astype(ak.where(valid, err, np.nan), np.float32)
         cols["track_dxy_sig"] = ak.values_astype(sig, np.float32)
     if pad_tracks:
         cols.update(_padded(cols, pad_tracks, sort_key, has_dxy))

@@ -31,7 +31,10 @@ builds the same analysis as a lazy dask-awkward graph instead:
 
 Not supported on this engine: per-chunk failures (``skip_bad_files``), retries
 of single chunks beyond Dask's own task retries, and checkpoints/resume. A chunk
-that raises fails the whole compute.
+that fails fails the run with :class:`DaskAwkwardEngineError`, one line naming the
+file, the entry range and the reason: read errors are caught by uproot's read
+report (``allow_read_errors_with_report``; the other chunks still run), errors of
+the processor in the partition function are re-raised with the chunk's file.
 
 Only processors with the :class:`~processors.jet_tracks.JetTrackProcessor`
 interface (``analyse``, ``fill``, ``cutflow``) can run here: the engine does
@@ -61,6 +64,7 @@ __all__ = [
     "build_graph",
     "chunk_steps",
     "process_dask_awkward",
+    "read_failures",
     "run_dask_awkward",
     "smoke_test",
 ]
@@ -233,7 +237,12 @@ class _PartitionAnalysis:
             # The output form: the same code on a length-zero concrete array.
             row = self.row(length_zero(events), None)
             return ak.Array(row.layout.to_typetracer(forget_length=True))
-        return self.row(events, info)
+        try:
+            return self.row(events, info)
+        except Exception as err:  # name the chunk: dask's traceback does not
+            message = f"{_chunk_name(info)}: {_error_text(err)}"
+        # Raised outside the except block: no chained context, so the line is the error.
+        raise DaskAwkwardEngineError(message)
 
     def analyse(self, events):
         return self.processor.analyse(events, fmt=self.fmt, is_mc=self.is_mc)
@@ -286,6 +295,36 @@ class _PartitionAnalysis:
         row["extras"] = ak.Array([pickle.dumps({"output": output, "hists": hists_made})])
         row["seconds"] = np.array([time.perf_counter() - t0], dtype=np.float64)
         return ak.zip(row, depth_limit=1)
+
+
+def _error_text(err: BaseException) -> str:
+    """``Type: message`` on one line (at most 300 characters)."""
+    text = " ".join(f"{err.__class__.__name__}: {err}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _chunk_name(info) -> str:
+    """``file entries a-b`` of a partition's one-row info (``?`` when absent)."""
+    try:
+        rec = info[0]
+        return f"{rec['file']} entries {int(rec['start'])}-{int(rec['stop'])}"
+    except Exception:  # pragma: no cover - info is always one row
+        return "?"
+
+
+def read_failures(report, parts: list[tuple[str, int, int]]) -> list[str]:
+    """One line per failed chunk of uproot's read report (``file entries a-b: Type: message``).
+
+    ``report`` has one row per partition, in partition order (``parts``); a row whose
+    ``exception`` is set is a chunk uproot could not read (missing branch, corrupt
+    basket, file gone since the metadata pass, ...).
+    """
+    out = []
+    for (f, a, b), exc, msg in zip(parts, report["exception"].to_list(), report["message"].to_list()):
+        if exc is not None:
+            hint = " (no such branch in this file)" if exc in ("KeyError", "KeyInFileError") else ""
+            out.append(" ".join(f"{f} entries {a}-{b}: {exc}: {msg}{hint}".split()))
+    return out
 
 
 def length_zero(events) -> ak.Array:
@@ -349,8 +388,13 @@ def run_dask_awkward(
     )
 
     # Every dataset in one compute: one graph, one optimisation (column projection) pass.
-    keys = [("h", ds, h) for ds in lazy_hists for h in lazy_hists[ds]] + [("s", ds, None) for ds in summaries]
-    collections = [lazy_hists[ds][h] if kind == "h" else summaries[ds] for kind, ds, h in keys]
+    keys = (
+        [("h", ds, h) for ds in lazy_hists for h in lazy_hists[ds]]
+        + [("s", ds, None) for ds in summaries]
+        + [("r", ds, None) for ds in plan.read_reports]
+    )
+    lazy = {"s": summaries, "r": plan.read_reports}
+    collections = [lazy_hists[ds][h] if kind == "h" else lazy[kind][ds] for kind, ds, h in keys]
     if client is not None and progress:
         from distributed import progress as dask_progress
 
@@ -366,11 +410,17 @@ def run_dask_awkward(
         results = dask.compute(*collections, scheduler=client if client is not None else "sync")
     hists_done: dict[str, dict[str, Any]] = {ds: {} for ds in lazy_hists}
     summaries_done: dict[str, Any] = {}
+    failed: list[str] = []
     for (kind, ds, h), res in zip(keys, results):
         if kind == "h":
             hists_done[ds][h] = res
-        else:
+        elif kind == "s":
             summaries_done[ds] = res
+        else:
+            failed += read_failures(res, partitions[ds])
+    if failed:
+        more = f" (and {len(failed) - 1} more failed chunks)" if len(failed) > 1 else ""
+        raise DaskAwkwardEngineError(f"cannot read {failed[0]}{more}")
     return _assemble(hists_done, summaries_done, templates, partitions)
 
 
@@ -383,12 +433,15 @@ class LazyRun:
         summaries: dataset -> dask-awkward array, one row per chunk (cutflow, entries, notices, ...).
         templates: dataset -> the processor's empty histograms for that dataset's format.
         partitions: dataset -> ``(file, start, stop)`` of each partition, in partition order.
+        read_reports: dataset -> uproot's read report, one row per partition (``exception``
+            and ``message`` set where the chunk could not be read; see :func:`read_failures`).
     """
 
     lazy_hists: dict[str, dict[str, Any]]
     summaries: dict[str, Any]
     templates: dict[str, dict[str, Any]]
     partitions: dict[str, list[tuple[str, int, int]]]
+    read_reports: dict[str, Any] = None  # type: ignore[assignment]
 
 
 def build_graph(
@@ -441,19 +494,29 @@ def build_graph(
     summaries: dict[str, Any] = {}
     templates: dict[str, dict[str, hist.Hist]] = {}
     partitions: dict[str, list[tuple[str, int, int]]] = {}
+    read_reports: dict[str, Any] = {}
     for name, ds in fileset.items():
         meta = dict(ds.get("metadata") or {})
         fmt = meta["format"]
         files_spec = {
             f: {"object_path": ds["treename"], "steps": steps[name][f]["steps"]} for f in ds["files"]
         }
-        events = NanoEventsFactory.from_root(
+        made = NanoEventsFactory.from_root(
             files_spec,
             mode="dask",
             schemaclass=BaseSchema,
             metadata={**meta, "dataset": name},
-            uproot_options={**dict(uproot_options or {}), "filter_name": branches},
+            uproot_options={
+                **dict(uproot_options or {}),
+                "filter_name": branches,
+                # A chunk that cannot be read becomes a report row naming its file (and an
+                # empty partition) instead of an anonymous exception from dask.compute.
+                "allow_read_errors_with_report": (Exception,),
+            },
         ).events()
+        events, read_reports[name] = made if isinstance(made, tuple) else (made, None)
+        if read_reports[name] is None:
+            del read_reports[name]
         parts = [(f, a, b) for f in ds["files"] for a, b in steps[name][f]["steps"]]
         if events.npartitions != len(parts):
             raise DaskAwkwardEngineError(
@@ -510,7 +573,7 @@ def build_graph(
             lazy_hists[name][hname] = lazy
         summaries[name] = out[["extras", "seconds"]]
 
-    return LazyRun(lazy_hists, summaries, templates, partitions)
+    return LazyRun(lazy_hists, summaries, templates, partitions, read_reports)
 
 
 def _assemble(hists_done, summaries_done, templates, partitions) -> dict[str, Any]:

@@ -6,13 +6,13 @@
   chunk that still fails after its retries instead of abandoning the run;
 - :class:`RunCheckpointer` saves each finished chunk's output under a key of
   file identity (URL + UUID), entry range and the run fingerprint (hash of the
-  processor code and the config), so a rerun redoes only the missing chunks.
+  processor code and the config), so a rerun redoes only the missing chunks. The fingerprint itself is
+  :func:`jettracks.rundir.run_fingerprint`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import uuid as uuidlib
@@ -31,7 +31,7 @@ __all__ = [
     "ChunkFailure",
     "RunCheckpointer",
     "file_metadata",
-    "run_fingerprint",
+    "is_permanent",
 ]
 
 
@@ -44,13 +44,37 @@ class ChunkFailure:
     entrystart: int
     entrystop: int
     error: str
+    #: ``open``: the file could not be opened or its metadata read (no entry range known);
+    #: ``process``: the chunk failed while being read or processed.
+    stage: str = "process"
 
     @property
     def entries(self) -> int:
         return self.entrystop - self.entrystart
 
     def line(self) -> str:
+        if self.stage == "open":
+            return f"{self.filename} unreadable: {self.error}"
         return f"{self.filename} entries {self.entrystart}-{self.entrystop}: {self.error}"
+
+
+def is_permanent(err: BaseException) -> bool:
+    """True when retrying cannot help: a missing tree or branch, not a ROOT file, a missing local file.
+
+    Looks through the cause chain (coffea wraps a chunk's exception in a plain ``Exception``).
+    """
+    import uproot
+
+    from .readers import ReaderError
+
+    e, seen = err, 0
+    while e is not None and seen < 10:
+        if isinstance(e, (uproot.KeyInFileError, ReaderError, FileNotFoundError, IsADirectoryError)):
+            return True
+        if isinstance(e, ValueError) and "not a ROOT file" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 def error_line(err: BaseException) -> str:
@@ -125,11 +149,17 @@ class AccountingDaskExecutor(DaskExecutor):
                 item = item_of[future.key]
                 try:
                     result, seconds = future.result()
+                    if isinstance(result, _Permanent):
+                        self.failures.append(
+                            ChunkFailure(item.dataset, item.filename, item.entrystart, item.entrystop, result.error)
+                        )
+                        result = None
                 except Exception as err:  # the chunk failed after its retries
                     self.failures.append(
                         ChunkFailure(item.dataset, item.filename, item.entrystart, item.entrystop, error_line(err))
                     )
-                else:
+                    result = None
+                if result is not None:
                     out = _decompress(result) if self.compression is not None else result
                     accumulator = out if accumulator is None else iadd(accumulator, out)
                     self.chunk_seconds.append(
@@ -140,15 +170,27 @@ class AccountingDaskExecutor(DaskExecutor):
         return accumulator, 0
 
 
+@dataclass
+class _Permanent:
+    """A chunk's error that a retry cannot fix, returned instead of raised (no Dask retry)."""
+
+    error: str
+
+
 class _timed:
-    """Wrap a task function to return ``(result, seconds)``."""
+    """Wrap a task function to return ``(result, seconds)``; permanent errors become :class:`_Permanent`."""
 
     def __init__(self, function):
         self.function = function
 
     def __call__(self, *args, **kwargs):
         t0 = time.perf_counter()
-        out = self.function(*args, **kwargs)
+        try:
+            out = self.function(*args, **kwargs)
+        except Exception as err:
+            if is_permanent(err):
+                return _Permanent(error_line(err)), time.perf_counter() - t0
+            raise
         return out, time.perf_counter() - t0
 
 
@@ -179,31 +221,6 @@ class _progress:
         return False
 
 
-def run_fingerprint(processor_instance: Any, config_part: dict[str, Any]) -> str:
-    """Hash of the processor's code (its module and the jettracks modules it calls) and the config.
-
-    A change in either invalidates old checkpoints.
-    """
-    import inspect
-
-    h = hashlib.sha256()
-    modules = {inspect.getmodule(type(processor_instance))}
-    import jettracks
-
-    pkg_dir = Path(jettracks.__file__).parent
-    files = sorted(
-        {Path(m.__file__) for m in modules if m is not None and getattr(m, "__file__", None)}
-        | set(pkg_dir.glob("kernels.py"))
-        | set(pkg_dir.glob("flavour.py"))
-        | set((pkg_dir / "readers").glob("*.py"))
-    )
-    for path in files:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    h.update(json.dumps(config_part, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
 class RunCheckpointer(CheckpointerABC):
     """Per-chunk checkpoints under ``checkpoint_dir`` (a path every worker can reach).
 
@@ -227,11 +244,17 @@ class RunCheckpointer(CheckpointerABC):
         path = self.filepath(metadata)
         try:
             with open(path, "rb") as f:
-                return cloudpickle.load(f)
+                out = cloudpickle.load(f)
         except FileNotFoundError:
             return None
         except Exception:  # a damaged checkpoint is redone, not trusted
             return None
+        # A checkpoint whose ML part is gone (removed by hand, or another host's disk)
+        # would resume to a dataset without that chunk's rows: redo the chunk instead.
+        parts = (out.get("out") or {}).get("ml_parts", []) if isinstance(out, dict) else []
+        if any(not os.path.exists(p) for p in parts):
+            return None
+        return out
 
     def save(self, output, metadata, processor_instance) -> None:
         path = self.filepath(metadata)
@@ -241,5 +264,12 @@ class RunCheckpointer(CheckpointerABC):
             cloudpickle.dump(output, f)
         os.replace(tmp, path)
 
-    def count(self) -> int:
-        return sum(1 for _ in Path(self.checkpoint_dir).rglob("*.pkl"))
+    def count_existing(self, chunks) -> int:
+        """How many of these chunks (coffea ``WorkItem``s) have a checkpoint: this run's resumed chunks."""
+        n = 0
+        for c in chunks:
+            fileuuid = str(uuidlib.UUID(bytes=c.fileuuid)) if len(c.fileuuid) > 0 else ""
+            meta = {"dataset": c.dataset, "filename": c.filename, "fileuuid": fileuuid,
+                    "entrystart": c.entrystart, "entrystop": c.entrystop}
+            n += self.filepath(meta).is_file()
+        return n

@@ -4,9 +4,12 @@
 ``jettracks.run`` are thin shells over it. It
 
 1. validates the config and resolves each dataset's files (globs, URLs,
-   ``files_from``), generating synthetic samples where the config says so;
-2. detects formats (``format: auto``) and checks each dataset's first file has
-   the branches its reader needs (a bad file fails with one line naming it);
+   ``files_from``; relative paths against the config file's directory, sent to
+   the workers absolute), generating synthetic samples where the config says so;
+   a file listed twice is processed once, a file in two datasets is refused;
+2. detects formats (``format: auto``) and checks that each dataset's first
+   readable file has the branches its reader needs (a file of the wrong format
+   fails with one line naming it; one that does not open is a bad file);
 3. connects to the cluster backend (:mod:`jettracks.cluster`) or uses the
    caller's ``Client``;
 4. runs coffea's ``Runner`` with a ``DaskExecutor`` (``backend: serial``:
@@ -21,11 +24,9 @@ metadata promises and the entries the processor read.
 
 from __future__ import annotations
 
-import glob
 import importlib
 import json
 import os
-import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -72,8 +73,10 @@ class RunResult:
 
         if self.ml_dir is None:
             raise RunError("this run wrote no ML columns (output.ml: false)")
-        pattern = f"part-{dataset}-*.parquet" if dataset else "part-*.parquet"
-        parts = sorted(str(p) for p in self.ml_dir.glob(pattern))
+        # Exactly this run's parts, as listed in the manifest.
+        manifest = json.loads((self.ml_dir / "manifest.json").read_text())
+        prefix = f"part-{dataset}-" if dataset else "part-"
+        parts = [str(self.ml_dir / n) for n in manifest["part_files"] if n.startswith(prefix)]
         if not parts:
             return ak.Array([])
         arrays = [ak.from_parquet(p) for p in parts]
@@ -82,59 +85,61 @@ class RunResult:
         return ak.concatenate(arrays)
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+def resolve_files(
+    name: str, ds: DatasetConfig, *, base_dir: str | os.PathLike | None = None, timeout: int = 60
+) -> list[str]:
+    """The dataset's file list: globs and ``files_from`` expanded, order kept, each file once.
 
-
-def resolve_files(name: str, ds: DatasetConfig, *, base_dir: str | None = None) -> list[str]:
-    """The dataset's file list: globs and ``files_from`` expanded, order kept, no duplicates.
+    Relative local paths (in ``files``, the ``files_from`` path and its entries)
+    are relative to ``base_dir`` -- the config file's directory -- or to the
+    working directory when None, and are returned absolute, so workers started in
+    any directory open the same files (:func:`jettracks.files.dataset_files`).
+    A file named twice (also as ``./f.root`` and ``f.root``, or a symlink and its
+    target) is kept at its first place.
 
     Raises:
         RunError: a pattern that matches nothing, or an unreadable index file.
     """
+    from .files import deduplicate, file_identity
+
+    kept, _ = deduplicate({name: _listed_files(name, ds, base_dir, timeout)},
+                          lambda _ds, f: file_identity(f), by="path")
+    return kept[name]
+
+
+def _listed_files(name: str, ds: DatasetConfig, base_dir, timeout: int) -> list[str]:
+    """:func:`jettracks.files.dataset_files` of a dataset, repeats included; errors as ``RunError``."""
+    from .files import FileListError, dataset_files
+
     try:
-        from . import files as files_mod
-    except ImportError:  # pragma: no cover - files module always ships
-        files_mod = None
-    patterns = list(ds.files)
-    if ds.files_from:
-        index = Path(ds.files_from)
-        if not index.is_absolute() and base_dir is not None and not index.exists():
-            index = Path(base_dir) / index
-        try:
-            lines = index.read_text().splitlines()
-        except OSError as err:
-            raise RunError(f"datasets.{name}.files_from: cannot read {index}: {err.strerror}") from None
-        patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    out: list[str] = []
-    for pattern in patterns:
-        if not glob.has_magic(pattern):
-            # A named file is kept even when absent: the run then counts it as a bad
-            # file (stop, or skip with --skip-bad-files) rather than failing here.
-            matches = [pattern]
-        elif files_mod is not None and hasattr(files_mod, "expand_files"):
-            try:
-                matches = files_mod.expand_files([pattern])
-            except FileNotFoundError:
-                matches = []
-        else:
-            matches = sorted(glob.glob(pattern))
-        if not matches:
-            raise RunError(f"datasets.{name}.files: no file matches {pattern!r}")
-        out.extend(m for m in matches if m not in out)
-    return out
+        return dataset_files(name, ds.files, ds.files_from, base_dir=base_dir, timeout=timeout)
+    except FileListError as err:
+        raise RunError(str(err)) from None
 
 
 def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client) -> list[str]:
+    """The dataset's files, repeats included (the caller drops and reports them), generating
+    the files first when a pattern matches nothing and ``generate`` is set.
+
+    ``generate.out`` (default: the directory of the first ``files`` pattern) is
+    relative to the config file's directory, as the patterns are.
+    """
+    timeout = cfg.executor.xrootd_timeout
     try:
-        return resolve_files(name, ds, base_dir=cfg.base_dir)
+        return _listed_files(name, ds, cfg.base_dir, timeout)
     except RunError:
         if ds.generate is None:
             raise
     from . import generate
+    from .files import resolve_local
 
     gen = ds.generate
-    out = gen.out or str(Path(ds.files[0]).parent)
+    if gen.out is not None:
+        out = resolve_local(gen.out, cfg.base_dir)
+    elif ds.files:
+        out = os.path.dirname(resolve_local(ds.files[0], cfg.base_dir))
+    else:
+        raise RunError(f"datasets.{name}.generate.out: give the directory to generate the files in")
     if ds.format not in generate.FORMATS:
         raise RunError(f"datasets.{name}.generate: format {ds.format!r} cannot be generated")
     generate.generate_dataset(
@@ -147,7 +152,7 @@ def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client) -> 
         client=client,
         **gen.options,
     )
-    return resolve_files(name, ds, base_dir=cfg.base_dir)
+    return _listed_files(name, ds, cfg.base_dir, timeout)
 
 
 def _load_processor(cfg: RunConfig, ml_dir: Path | None):
@@ -181,32 +186,65 @@ def _accepted_options(cls) -> set[str]:
     return names
 
 
-def _prepare_datasets(cfg: RunConfig, client, max_files: int | None, processor, console=None) -> tuple[dict, dict, set]:
-    """Resolve files, detect formats and check each dataset's first file (one open per dataset)."""
+def _prepare_datasets(
+    cfg: RunConfig, client, max_files: int | None, processor, console=None, deduplicated: list | None = None
+) -> tuple[dict, dict, set]:
+    """Resolve every dataset's files, drop repeats, detect formats and check one readable file each.
+
+    Files: see :func:`resolve_files` (absolute from here on). A file named twice
+    within a dataset (``./f.root`` and ``f.root``, a symlink and its target,
+    relative and absolute) is kept once, at its first place, and the repeat is
+    appended to ``deduplicated``; a file in two datasets is a ``ConfigError``
+    naming both, raised before any file is opened.
+
+    Format: detected in the first file that opens. Files before it that do not
+    open stay in the list: the run counts them as bad files like any other
+    (skipped with ``--skip-bad-files``, else named when every other chunk has
+    finished). Only when no file of a dataset opens: ``RunError`` naming the first.
+    A readable file of the wrong format (or missing the reader's branches) is a
+    ``RunError`` naming it.
+    """
+    from .files import SharedFileError, deduplicate, file_identity
+
+    timeout = cfg.executor.xrootd_timeout
+    lists = {name: _files_or_generate(name, ds, cfg, client) for name, ds in cfg.datasets.items()}
+    try:
+        lists, dropped = deduplicate(lists, lambda ds, f: file_identity(f), by="path")
+    except SharedFileError as err:
+        raise ConfigError(str(err)) from None
+    _note_duplicates(dropped, deduplicated, console)
+    if max_files is not None:
+        lists = {name: files[:max_files] for name, files in lists.items()}
+    if console is not None:
+        for name, files in lists.items():
+            console.print(
+                f"datasets.{name}: {len(files)} file{'s' if len(files) != 1 else ''}, first {files[0]}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+    # before the first remote open: short XRootD reconnect windows (an unreachable
+    # server then costs seconds, not minutes)
+    _configure_remote_reading({name: {"files": files} for name, files in lists.items()}, client, cfg.executor)
+
     fileset: dict[str, dict[str, Any]] = {}
     formats: dict[str, str] = {}
     branches: set[str] = set()
-    for name, ds in cfg.datasets.items():
-        files = _files_or_generate(name, ds, cfg, client)
-        if max_files is not None:
-            files = files[:max_files]
-        first = files[0]
-        try:
-            found = readers.detect_details(first, fmt=ds.format, timeout=cfg.executor.xrootd_timeout)
-        except readers.ReaderError as err:
-            raise RunError(str(err)) from None
-        except Exception as err:
-            # The first file is unreadable: let the run count it as a bad file, but we
-            # need some readable file to learn the format and tree from.
-            found = None
-            for other in files[1:]:
-                try:
-                    found = readers.detect_details(other, fmt=ds.format, timeout=cfg.executor.xrootd_timeout)
-                    break
-                except Exception:
-                    continue
-            if found is None:
-                raise RunError(f"{first}: cannot open: {err.__class__.__name__}: {err}") from None
+    for name, files in lists.items():
+        ds = cfg.datasets[name]
+        found, used, unreadable = None, None, []
+        for fname in files:
+            found, why = _detect(fname, ds.format, timeout)
+            if found is not None:
+                used = fname
+                break
+            unreadable.append(why)
+        if found is None:
+            raise RunError(f"{unreadable[0]}; no file of dataset {name} is readable")
+        if unreadable and console is not None:
+            console.print(
+                f"note datasets.{name}: format from {used}; {len(unreadable)} file(s) before it "
+                "could not be opened (counted as bad files)",
+                markup=False, highlight=False, soft_wrap=True,
+            )
         fmt = found.format
         if console is not None:
             for note in found.notes:
@@ -218,9 +256,9 @@ def _prepare_datasets(cfg: RunConfig, client, max_files: int | None, processor, 
         # Config beats reader options beats detection (a format's tree may sit at several paths).
         treename = ds.treename or (reader.treename if reader.treename in found.trees else found.treename)
         if treename not in found.trees:
-            raise RunError(f"{first}: not readable as format {fmt!r}: no tree {treename!r}")
+            raise RunError(f"{used}: not readable as format {fmt!r}: no tree {treename!r}")
         try:
-            reader.check(found.trees[treename], filename=first)
+            reader.check(found.trees[treename], filename=used)
         except readers.ReaderError as err:
             raise RunError(str(err)) from None
         branches.update(reader.branches(found.trees[treename]))
@@ -231,6 +269,41 @@ def _prepare_datasets(cfg: RunConfig, client, max_files: int | None, processor, 
             "metadata": {**ds.metadata, "format": fmt},
         }
     return fileset, formats, branches
+
+
+def _detect(fname: str, fmt: str, timeout: int):
+    """(detection, None) for a file that opens, (None, one-line reason) for one that does not.
+
+    Raises:
+        RunError: the file opens but is not of the format (or of any format, for ``auto``).
+    """
+    from .accounting import error_line
+    from .readers.detect import open_file
+
+    try:
+        handle = open_file(fname, timeout=timeout)
+    except readers.ReaderError as err:
+        return None, str(err)
+    try:
+        with handle:
+            return readers.detect_details(handle, fmt=fmt), None
+    except readers.ReaderError as err:
+        raise RunError(str(err)) from None
+    except Exception as err:  # opens, but its directory or trees cannot be read (truncated, corrupt)
+        return None, f"{fname}: cannot read: {error_line(err)}"
+
+
+def _note_duplicates(dropped: list[dict], deduplicated: list | None, console) -> None:
+    """Record dropped repeats for the report and say so, one line each."""
+    if deduplicated is not None:
+        deduplicated.extend(dropped)
+    if console is not None:
+        for d in dropped:
+            console.print(
+                f"note datasets.{d['dataset']}: {d['file']} is the same file as {d['same_as']} "
+                f"(by {d['by']}): processed once",
+                markup=False, highlight=False, soft_wrap=True,
+            )
 
 
 def run_config(
@@ -250,6 +323,7 @@ def run_config(
     resume: bool = False,
     refresh: bool = False,
     console: Any = None,
+    verbose: bool = False,
 ) -> RunResult:
     """Run a config end to end and write its outputs.
 
@@ -272,6 +346,8 @@ def run_config(
             the same command resumes anyway).
         refresh: ignore the cached file metadata (entries per file).
         console: a ``rich.console.Console`` for messages (default: stderr).
+        verbose: also show Dask's scheduler and worker logs on the console; they
+            always go to ``<output dir>/logs/dask.log`` (:func:`cluster.capture_dask_logs`).
 
     Raises:
         ConfigError: bad config (one line naming the key).
@@ -299,7 +375,9 @@ def run_config(
     if plots is not None:
         cfg.output.plots = plots
 
-    out_dir = Path(cfg.output.dir).absolute()
+    if not str(cfg.output.dir).strip():
+        raise ConfigError("output.dir: empty path; give the run's output directory")
+    out_dir = Path(cfg.output.dir).expanduser().absolute()
     ml_dir = out_dir / "ml" if cfg.output.ml else None
     proc = _load_processor(cfg, ml_dir)
     if ex.engine == "dask-awkward" and (skip_bad_files or resume):
@@ -307,24 +385,74 @@ def run_config(
             "executor.engine: dask-awkward has no per-chunk failure capture or checkpoints; "
             "--skip-bad-files and --resume need engine: runner"
         )
-    state = _RunState(out_dir, proc, cfg)
-    state.claim(overwrite=overwrite, resume=resume, console=console)
+    from .outputs import package_versions
+    from .rundir import RunDirectory, RunDirError, describe_removal, run_fingerprint
 
+    state = RunDirectory(out_dir, run_fingerprint(type(proc), fingerprint_config(cfg), package_versions()))
+    try:
+        claimed = state.claim(overwrite=overwrite, resume=resume)
+    except RunDirError as err:
+        raise RunError(str(err)) from None
+    if claimed.removed or claimed.kept:
+        console.print(describe_removal(claimed.removed, claimed.kept))
+    with state, cluster.capture_dask_logs(out_dir / "logs" / "dask.log", verbose=verbose):
+        return _run_claimed(
+            cfg, state, proc, ml_dir, client=client, progress=progress,
+            skip_bad_files=skip_bad_files, refresh=refresh, console=console,
+        )
+
+
+def fingerprint_config(cfg: RunConfig) -> dict[str, Any]:
+    """Every config option that changes an output: part of the run's fingerprint.
+
+    Not included: where and how fast chunks run (backend, workers, retries, ...),
+    ``max_files`` (per-chunk checkpoints are keyed by file; the ML manifest lists
+    exactly this run's parts) and ``output.plots`` (plots are redrawn each run).
+    """
+    dumped = cfg.model_dump(mode="json", by_alias=True)
+    return {
+        "datasets": dumped["datasets"],
+        "processor": dumped["processor"],
+        "chunksize": cfg.executor.chunksize,
+        "engine": cfg.executor.engine,
+        "ml": cfg.output.ml,
+        "ml_dataset": dumped["output"]["ml_dataset"],
+    }
+
+
+def _run_claimed(cfg: RunConfig, state, proc, ml_dir: Path | None, *, client, progress: bool,
+                 skip_bad_files: bool, refresh: bool, console) -> RunResult:
+    """The run proper, inside the claimed and locked run directory ``state``."""
+    ex = cfg.executor
+    out_dir = state.path
+    from .accounting import RunCheckpointer
+
+    checkpointer = RunCheckpointer(state.checkpoint_dir) if ex.engine == "runner" else None
     t_start = time.perf_counter()
     serial = ex.backend == "serial" and client is None
-    cluster_ctx = _serial_cluster() if serial else cluster.connect(ex, client=client)
+    cluster_ctx = _serial_cluster() if serial else cluster.connect(ex, client=client, processor_class=cfg.processor.class_)
+    from .shared_output import OutputGuard  # every worker must see out_dir (issue #9)
+
+    cluster_ctx = OutputGuard(cluster_ctx, out_dir, console=console)
     try:
         with cluster_ctx as handle:
             if handle.dashboard_link:
                 console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
-            fileset, formats, branches = _prepare_datasets(cfg, handle.client, ex.max_files, proc, console)
+            deduplicated: list[dict[str, str]] = []  # repeated files dropped (report.json)
+            fileset, formats, branches = _prepare_datasets(
+                cfg, handle.client, ex.max_files, proc, console, deduplicated=deduplicated
+            )
             _configure_remote_reading(fileset, handle.client, ex)
             for name, fmt in formats.items():
                 if cfg.datasets[name].format == "auto":
                     console.print(f"datasets.{name}: format auto -> detected [bold]{fmt}[/bold]")
             t_pre = time.perf_counter()
-            meta, bad_files = _file_metadata(fileset, handle.client, ex, refresh=refresh, cache_dir=out_dir)
+            meta, bad_files = _file_metadata(
+                fileset, handle.client, ex, refresh=refresh, cache_dir=out_dir,
+                console=console, deduplicated=deduplicated,
+            )
             t_run = time.perf_counter()
+            n_from_checkpoint = 0
             if ex.engine == "dask-awkward":
                 from .accounting import error_line
                 from .engine_dask_awkward import process_dask_awkward
@@ -336,8 +464,8 @@ def run_config(
                 except Exception as err:  # this engine has no per-chunk failure capture
                     raise RunError(f"engine dask-awkward: {error_line(err)}") from None
             else:
-                output, failures, chunk_times, n_chunks = _process(
-                    fileset, meta, proc, handle.client, ex, branches, state.checkpointer, progress
+                output, failures, chunk_times, n_chunks, n_from_checkpoint = _process(
+                    fileset, meta, proc, handle.client, ex, branches, checkpointer, progress
                 )
             t_done = time.perf_counter()
             description = dict(handle.description)
@@ -349,6 +477,7 @@ def run_config(
             f"interrupted; finished chunks are checkpointed in {state.checkpoint_dir}: "
             "rerun the same command to resume"
         ) from None
+    from .outputs import save_report
 
     output = output or {}
     hists = output.get("hists", {})
@@ -381,10 +510,11 @@ def run_config(
     n_skipped = sum(f["entries_skipped"] for f in files_report)
     report = {
         "name": cfg.name,
-        "status": "ok" if not (bad_files or failures) else ("partial" if skip_bad_files else "failed"),
+        "status": "running",
         "config": cfg.model_dump(mode="json", by_alias=True),
         "fingerprint": state.fingerprint,
         "formats": formats,
+        "deduplicated": deduplicated,
         "cluster": {"backend": backend_name, **description},
         "host": socket.gethostname(),
         "provenance": _provenance(),
@@ -397,7 +527,7 @@ def run_config(
         },
         "chunks": n_chunks,
         "chunks_failed": len(failures),
-        "chunks_from_checkpoint": state.reused_chunks(),
+        "chunks_from_checkpoint": n_from_checkpoint,
         "cutflow": cutflow,
         "association_comparison": output.get("association_comparison", {}),
         "notices": sorted(output.get("notices", set())),
@@ -414,45 +544,33 @@ def run_config(
             ],
         },
     }
-    from .outputs import save_hists, save_plots, save_report
-
+    cluster_ctx.verify(  # the workers' ML parts and checkpoints must be at the client
+        report, output, fileset=fileset, meta=meta, chunk_times=chunk_times, checkpointer=checkpointer
+    )
     if n_processed + n_skipped != n_expected:  # an invariant: anything else is a bug
-        save_report(out_dir, report)
-        raise RunError(
+        _fail(out_dir, report, (
             f"accounting mismatch: processed {n_processed} + skipped {n_skipped} != expected "
             f"{n_expected}; see {out_dir / 'report.json'}"
-        )
+        ))
     if (bad_files or failures) and not skip_bad_files:
-        save_report(out_dir, report)
         first = (bad_files + failures)[0]
         more = len(bad_files) + len(failures) - 1
-        raise RunError(
+        _fail(out_dir, report, (
             f"{first.line()}"
             + (f" (and {more} more)" if more else "")
             + "; other chunks are checkpointed: fix or pass --skip-bad-files, then rerun"
-        )
-    if hists:
-        save_hists(out_dir, hists, cutflow)
-    if ml_dir is not None and ml_dir.exists():
-        from . import mldata
-
-        manifest = mldata.finalize(
-            ml_dir,
-            config=report["config"],
-            selection=dict(cfg.processor.options),
-            versions=report["provenance"]["versions"],
-            hdf5=cfg.output.ml_dataset.hdf5,
-        )
-        report["ml_dataset"] = {
-            "dir": str(ml_dir),
-            "rows": manifest["rows"],
-            "rows_per_split": manifest["rows_per_split"],
-            "hdf5": manifest.get("hdf5"),
-        }
-    if cfg.output.plots and hists:
-        is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
-        report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc)]
-    save_report(out_dir, report)
+        ))
+    try:
+        _write_outputs(cfg, out_dir, ml_dir, report, hists, cutflow, output.get("ml_parts", []), console)
+    except FileNotFoundError as err:  # a part a worker reported is not at the client
+        _fail(out_dir, report, f"ML dataset incomplete: {err}")
+    except OSError as err:
+        _fail(out_dir, report, f"cannot write outputs in {out_dir}: {_os_reason(err)}; rerun to resume")
+    report["status"] = "partial" if (bad_files or failures) else "ok"
+    try:
+        save_report(out_dir, report)
+    except OSError as err:
+        raise RunError(f"cannot write {out_dir / 'report.json'}: {_os_reason(err)}; rerun to resume") from None
     return RunResult(
         hists=hists,
         cutflow=cutflow,
@@ -463,73 +581,56 @@ def run_config(
     )
 
 
-class _RunState:
-    """The run directory's identity: fingerprint file, checkpoints, overwrite rules."""
+def _os_reason(err: OSError) -> str:
+    return err.strerror or f"{err.__class__.__name__}: {err}"
 
-    STATE = ".jettracks-run.json"
 
-    def __init__(self, out_dir: Path, proc, cfg: RunConfig) -> None:
-        from .accounting import RunCheckpointer, run_fingerprint
+def _fail(out_dir: Path, report: dict[str, Any], message: str) -> None:
+    """Record a failed run in ``report.json`` (status and error agree with the exit code), then raise."""
+    from .outputs import save_report
 
-        self.out_dir = out_dir
-        part = {
-            "datasets": cfg.model_dump(mode="json", by_alias=True)["datasets"],
-            "processor": cfg.processor.model_dump(mode="json", by_alias=True),
-            "chunksize": cfg.executor.chunksize,
-            "engine": cfg.executor.engine,
-            "ml": cfg.output.ml,
+    report["status"] = "failed"
+    report["error"] = message
+    try:
+        save_report(out_dir, report)
+    except OSError as err:
+        message += f" (report.json not written: {_os_reason(err)})"
+    raise RunError(message)
+
+
+def _write_outputs(cfg: RunConfig, out_dir: Path, ml_dir: Path | None, report: dict[str, Any],
+                   hists: dict, cutflow: dict, ml_parts, console) -> None:
+    """Histograms, the ML dataset's manifest (exactly this run's parts) and plots."""
+    from .outputs import save_hists, save_plots
+
+    if hists:
+        save_hists(out_dir, hists, cutflow)
+    if ml_dir is not None and (ml_dir.exists() or ml_parts):
+        from . import mldata
+
+        manifest = mldata.finalize(
+            ml_dir,
+            parts=[Path(p).name for p in ml_parts],
+            config=report["config"],
+            selection=dict(cfg.processor.options),
+            versions=report["provenance"]["versions"],
+            hdf5=cfg.output.ml_dataset.hdf5,
+        )
+        if manifest["removed_stale"]:
+            console.print(
+                f"ml: removed {len(manifest['removed_stale'])} part(s) left by earlier runs "
+                "that are not part of this run"
+            )
+        report["ml_dataset"] = {
+            "dir": str(ml_dir),
+            "rows": manifest["rows"],
+            "parts": len(manifest["part_files"]),
+            "rows_per_split": manifest["rows_per_split"],
+            "hdf5": manifest.get("hdf5"),
         }
-        self.fingerprint = run_fingerprint(proc, part)
-        self.engine = cfg.executor.engine
-        self.checkpoint_dir = out_dir / "checkpoints" / self.fingerprint
-        self.checkpointer = RunCheckpointer(self.checkpoint_dir)
-        self._before = 0
-
-    def claim(self, *, overwrite: bool, resume: bool, console) -> None:
-        state_file = self.out_dir / self.STATE
-        if state_file.exists():
-            try:
-                old = json.loads(state_file.read_text()).get("fingerprint")
-            except (OSError, ValueError):
-                old = None
-            if old != self.fingerprint:
-                if not overwrite:
-                    raise RunError(
-                        f"{self.out_dir} holds a run of a different config or processor; "
-                        "pass --overwrite to replace it or choose another --output"
-                    )
-                self._wipe()
-            elif overwrite:
-                self._wipe()
-            else:
-                use = self.engine == "runner"  # dask-awkward writes no checkpoints
-                self._before = self.checkpointer.count() if use and self.checkpoint_dir.exists() else 0
-                if self._before:
-                    console.print(f"resuming: {self._before} chunk(s) checkpointed in {self.checkpoint_dir}")
-        elif self.out_dir.exists() and any(self.out_dir.iterdir()):
-            if not overwrite:
-                raise RunError(
-                    f"{self.out_dir} exists and is not a jettracks run directory; "
-                    "pass --overwrite to replace it or choose another --output"
-                )
-            self._wipe()
-        elif resume:
-            raise RunError(f"--resume: no earlier run in {self.out_dir}")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        from .outputs import atomic_path
-
-        with atomic_path(state_file) as tmp:
-            tmp.write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n")
-
-    def reused_chunks(self) -> int:
-        return self._before
-
-    def _wipe(self) -> None:
-        for child in self.out_dir.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    if cfg.output.plots and hists:
+        is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
+        report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc)]
 
 
 def _configure_remote_reading(fileset, client, ex) -> None:
@@ -555,8 +656,16 @@ def _configure_remote_reading(fileset, client, ex) -> None:
         client.run(configure_xrootd_client, **settings)
 
 
-def _file_metadata(fileset, client, ex, *, refresh: bool, cache_dir: Path):
-    """Entries + UUID per file; unreadable files become failures, not exceptions."""
+def _file_metadata(
+    fileset, client, ex, *, refresh: bool, cache_dir: Path, console=None, deduplicated: list | None = None
+):
+    """Entries + UUID per file; unreadable files become failures, not exceptions.
+
+    Files with one file UUID are one file, whatever their names (a copy, a local
+    path and a ``root://`` URL of it): within a dataset only the first is kept --
+    the others leave ``fileset`` and are appended to ``deduplicated`` -- and one
+    in two datasets is a ``RunError`` naming both, before any chunk runs.
+    """
     from .accounting import ChunkFailure, error_line, file_metadata
 
     cache = _entry_cache(refresh)
@@ -595,20 +704,61 @@ def _file_metadata(fileset, client, ex, *, refresh: bool, cache_dir: Path):
                     results.append(err)
         for (ds, fname, tree), res in zip(todo, results):
             if isinstance(res, BaseException):
-                bad.append(ChunkFailure(ds, fname, 0, 0, error_line(res)))
+                bad.append(ChunkFailure(ds, fname, 0, 0, error_line(res), stage="open"))
                 continue
             meta[(ds, fname)] = res
             if cache is not None:
                 cache.put(fname, tree, res)
         if cache is not None:
-            cache.save()
+            _save_cache(cache, console)
     for m in meta.values():
         m["uuid_hex"] = bytes(m["uuid"]).hex() if not isinstance(m["uuid"], str) else m["uuid"]
+    _drop_same_uuid(fileset, meta, console, deduplicated)
     return meta, bad
 
 
+def _drop_same_uuid(fileset, meta, console, deduplicated: list | None) -> None:
+    """Keep one file per file UUID in each dataset (in place); a UUID in two datasets is a RunError."""
+    from .files import SharedFileError, deduplicate
+
+    def uuid_of(ds: str, fname: str) -> str | None:
+        m = meta.get((ds, fname))
+        if m is None or not m["uuid_hex"].strip("0"):  # unreadable, or no UUID written
+            return None
+        return m["uuid_hex"]
+
+    try:
+        kept, dropped = deduplicate({ds: spec["files"] for ds, spec in fileset.items()}, uuid_of, by="uuid")
+    except SharedFileError as err:
+        raise RunError(str(err)) from None
+    for d in dropped:
+        meta.pop((d["dataset"], d["file"]), None)
+    for ds, files in kept.items():
+        fileset[ds]["files"] = files
+    _note_duplicates(dropped, deduplicated, console)
+
+
+def _save_cache(cache, console) -> None:
+    """Save the entries cache; one warning, not a failure, when it cannot be written."""
+    try:
+        cache.save()
+    except OSError as err:
+        reason = err.strerror or f"{err.__class__.__name__}: {err}"
+        line = (
+            f"warning: cannot write the file-metadata cache {cache.path}: {reason}; running without it "
+            "(set JETTRACKS_CACHE_DIR to a writable directory)"
+        )
+        if console is not None:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            import sys
+
+            print(line, file=sys.stderr)
+
+
 def _entry_cache(refresh: bool):
-    """The persistent entries-per-file cache of :mod:`jettracks.files`, if available."""
+    """The persistent entries-per-file cache of :mod:`jettracks.files` (``$JETTRACKS_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/jettracks`` or ``~/.cache/jettracks``), if available."""
     try:
         from .files import EntryCache
     except ImportError:
@@ -637,9 +787,9 @@ def _process(fileset, meta, proc, client, ex, branches, checkpointer, progress):
                 "uuid": m["uuid"] if isinstance(m["uuid"], bytes) else bytes.fromhex(m["uuid_hex"]),
             }
     if not good:
-        return {}, [], [], 0
+        return {}, [], [], 0, 0
     if client is None:
-        executor = coffea_processor.IterativeExecutor(status=False)
+        executor = _serial_executor(status=progress)
     else:
         executor = AccountingDaskExecutor(client=client, status=progress, retries=ex.retries)
     runner = coffea_processor.Runner(
@@ -652,29 +802,59 @@ def _process(fileset, meta, proc, client, ex, branches, checkpointer, progress):
         checkpointer=checkpointer,
     )
     chunks = list(runner.preprocess(good))
+    n_from_checkpoint = checkpointer.count_existing(chunks) if checkpointer is not None else 0
     iteritems = {"filter_name": sorted(branches)}
     failures: list = []
     if client is None:  # in-process reference: chunk by chunk, failures recorded per chunk
         from coffea.processor.accumulator import iadd
 
+        from .accounting import is_permanent
+
+        executor.retries = 0  # retried here: permanent errors once, others up to ex.retries times
         output, times = None, []
         for c in chunks:
             t0 = time.perf_counter()
-            try:
-                out, _metrics = runner([c], proc, iteritems_options=iteritems, uproot_options=_uproot_options())
-            except Exception as err:
-                failures.append(ChunkFailure(c.dataset, c.filename, c.entrystart, c.entrystop, error_line(err)))
+            for attempt in range(ex.retries + 1):
+                try:
+                    out, _metrics = runner([c], proc, iteritems_options=iteritems, uproot_options=_uproot_options())
+                    break
+                except Exception as err:
+                    if attempt == ex.retries or is_permanent(err):
+                        failures.append(ChunkFailure(c.dataset, c.filename, c.entrystart, c.entrystop, error_line(err)))
+                        out = None
+                        break
+            if out is None:
                 continue
             times.append((c.filename, c.entrystart, c.entrystop, round(time.perf_counter() - t0, 4)))
             output = out if output is None else iadd(output, out)
-        return output or {}, failures, times, len(chunks)
+        return output or {}, failures, times, len(chunks), n_from_checkpoint
     output = {}
     try:
         output, _metrics = runner(chunks, proc, iteritems_options=iteritems, uproot_options=_uproot_options())
     except ValueError as err:
         if "No chunks returned results" not in str(err):
             raise
-    return output, executor.failures, executor.chunk_seconds, len(chunks)
+    return output, executor.failures, executor.chunk_seconds, len(chunks), n_from_checkpoint
+
+
+def _serial_executor(*, status: bool):
+    """coffea's ``IterativeExecutor``, without its progress bar when ``status`` is False.
+
+    coffea's own draws the bar even with ``status=False`` (stack.md), so
+    ``--no-progress`` did nothing on the serial backend.
+    """
+    from coffea.processor import IterativeExecutor
+    from coffea.processor.accumulator import accumulate
+
+    class _QuietIterativeExecutor(IterativeExecutor):
+        def __call__(self, items, function, accumulator):
+            if self.status:
+                return super().__call__(items, function, accumulator)
+            if len(items) == 0:
+                return accumulator
+            return accumulate(map(function, items), accumulator), 0
+
+    return _QuietIterativeExecutor(status=status)
 
 
 def _uproot_options() -> dict[str, Any]:

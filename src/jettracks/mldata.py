@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,21 +262,48 @@ def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any])
 def finalize(
     ml_dir: str | os.PathLike,
     *,
+    parts: Sequence[str],
     config: Mapping[str, Any],
     selection: Mapping[str, Any],
     versions: Mapping[str, str],
     hdf5: bool = False,
 ) -> dict[str, Any]:
-    """Write ``manifest.json`` and ``README.md`` (and ``jets_padded.h5``) for the parts in ``ml_dir``.
+    """Write ``manifest.json`` and ``README.md`` (and ``jets_padded.h5``) for this run's parts.
 
-    Reads the parts one by one (row counts per split and label); returns the manifest.
+    The dataset is exactly ``parts``: the parts this run's chunks wrote or resumed
+    from checkpoints. Other ``part-*.parquet`` files in ``ml_dir`` were left by
+    earlier runs in this run directory (other files, other entry ranges, a
+    replaced input file) and are removed, so a loader that globs the directory
+    reads what the manifest lists; so is a ``jets_padded.h5`` this run does not write.
+
+    Args:
+        ml_dir: the run's ``ml/`` directory.
+        parts: file names (in ``ml_dir``) of this run's parts.
+        config, selection, versions: recorded in the manifest.
+        hdf5: also write ``jets_padded.h5`` (needs padded columns).
+
+    Returns:
+        The manifest, plus ``removed_stale``: names of the parts removed.
+
+    Raises:
+        FileNotFoundError: a part of this run is missing (never silently dropped).
     """
     import pyarrow.parquet as pq
 
     from .outputs import atomic_path
 
     ml_dir = Path(ml_dir)
-    parts = sorted(ml_dir.glob("part-*.parquet"))
+    ml_dir.mkdir(parents=True, exist_ok=True)
+    names = sorted(set(parts))
+    missing = [n for n in names if not (ml_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} ML part(s) of this run are missing from {ml_dir} (e.g. {missing[0]})"
+        )
+    stale = sorted(p.name for p in ml_dir.glob("part-*.parquet") if p.name not in set(names))
+    for name in stale:
+        (ml_dir / name).unlink()
+    parts = [ml_dir / n for n in names]
     present: dict[str, str] = {}
     rows_split: dict[str, int] = {}
     rows_label: dict[str, int] = {}
@@ -308,6 +335,7 @@ def finalize(
         "format": "parquet parts, one per chunk (part-*.parquet)",
         "rows": n_rows,
         "parts": len(parts),
+        "part_files": names,
         "rows_per_split": rows_split,
         "rows_per_label": rows_label,
         "rows_per_dataset": rows_dataset,
@@ -321,11 +349,13 @@ def finalize(
     if hdf5 and any(c["name"] == "pad_mask" for c in columns):
         h5_path = _write_hdf5(ml_dir, parts)
         manifest["hdf5"] = h5_path.name
+    else:
+        (ml_dir / "jets_padded.h5").unlink(missing_ok=True)  # an earlier run's, not this one's
     with atomic_path(ml_dir / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     with atomic_path(ml_dir / "README.md") as tmp:
         tmp.write_text(_readme(manifest))
-    return manifest
+    return {**manifest, "removed_stale": stale}
 
 
 def _write_hdf5(ml_dir: Path, parts: list[Path]) -> Path:

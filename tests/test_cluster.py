@@ -186,7 +186,7 @@ def test_local_backend_computes():
 def test_scheduler_backend_attaches(local_client, by_value_registry):
     address = local_client.scheduler.address
     ex = ExecutorConfig(backend="scheduler", scheduler=address)
-    with cluster.connect(ex) as handle:
+    with cluster.connect(ex, processor_class="processors.jet_tracks:JetTrackProcessor") as handle:
         assert handle.backend == "scheduler"
         assert handle.description["address"] == address
         assert handle.description["workers"] == len(local_client.scheduler_info()["workers"]) >= 1
@@ -219,7 +219,7 @@ def test_processors_travel_by_value(tmp_path, by_value_registry):
     """A worker that cannot import `processors` still unpickles a shipped processor."""
     import cloudpickle
 
-    assert cluster.ship_processors() == ["processors"]
+    assert cluster.ship_processors("processors.testing:NoopProcessor") == ["processors"]
     from processors.testing import NoopProcessor
 
     payload = tmp_path / "proc.pkl"

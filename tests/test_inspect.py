@@ -99,7 +99,8 @@ def test_inspect_real_files(stem, fmt, tree, entries):
 def test_inspect_shows_missing_branches(tmp_path):
     path = _nano_like(tmp_path / "no_d0err.root", drop=("PFCands_d0Err",))
     rc, out = _run(path, fmt="pfnano")
-    assert rc == 0
+    assert rc == 1  # not usable as the given format
+    assert f"inspect error: {path}: not readable as format 'pfnano': missing branches PFCands_d0Err" in out
     assert "format: pfnano (given): not readable; detected format: nanoaod" in out
     row = next(ln for ln in out.splitlines() if "PFCands_d0Err" in ln and "required" in ln)
     assert "MISSING" in row
@@ -122,8 +123,9 @@ def test_inspect_unrecognised_file(tmp_path):
         f.mktree("t", {"x": np.float32})
         f["t"].extend({"x": np.arange(4, dtype=np.float32)})
     rc, out = _run(path)
-    assert rc == 0
+    assert rc == 1  # usable by no reader
     assert "not recognised" in out and "│ t " in out
+    assert out.strip().splitlines()[-1] == f"inspect error: {path}: no reader recognises this file (trees: t)"
 
 
 @pytest.mark.parametrize("kind", ["text", "absent"])

@@ -15,6 +15,7 @@ key path (``datasets.qcd.format``) and what is wrong with it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -32,9 +33,19 @@ __all__ = [
     "OutputConfig",
     "ProcessorConfig",
     "RunConfig",
+    "apply_overrides",
     "load_config",
     "parse_config",
+    "validation_error_line",
 ]
+
+#: Upper bound of ``executor.workers`` (local worker processes or batch jobs): far
+#: beyond any cluster here, low enough that a typo fails instead of hanging.
+MAX_WORKERS = 1024
+#: Upper bound of ``executor.retries``: a chunk that fails 10 times will fail again.
+MAX_RETRIES = 10
+#: Upper bound of ``executor.threads_per_worker``.
+MAX_THREADS_PER_WORKER = 256
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
@@ -138,16 +149,66 @@ class ExecutorConfig(_Strict):
     """
 
     backend: str = "local"
-    workers: int | None = Field(default=None, ge=1)
-    threads_per_worker: int = Field(default=1, ge=1)
+    workers: int | None = Field(default=None, ge=1, le=MAX_WORKERS)
+    threads_per_worker: int = Field(default=1, ge=1, le=MAX_THREADS_PER_WORKER)
     memory_limit: str | None = None
     scheduler: str | None = None
     chunksize: int = Field(default=100_000, ge=1)
     max_files: int | None = Field(default=None, ge=1)
-    retries: int = Field(default=3, ge=0)
-    xrootd_timeout: int = Field(default=60, ge=1)
+    retries: int = Field(default=3, ge=0, le=MAX_RETRIES)
+    xrootd_timeout: int = Field(default=60, ge=1, le=3600)
     engine: Literal["runner", "dask-awkward"] = "runner"
     cluster: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _bytes(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":  # "auto": dask's share of the machine's memory
+            return value
+        try:
+            parsed = parse_bytes_text(value)
+        except ValueError:
+            raise ValueError("expected a size like '2GB' or '1.5GiB' (or 'auto')") from None
+        if parsed <= 0:
+            raise ValueError("must be a positive size like '2GB'")
+        return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not is_scheduler_address(value):
+            raise ValueError(
+                "expected a Dask scheduler address like tcp://host:8786 (tcp, tls, ws, wss with a "
+                "port; inproc://...)"
+            )
+        return value
+
+
+_ADDRESS = re.compile(
+    r"(?P<scheme>tcp|tls|ws|wss)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})/?"
+    r"|inproc://[^\s]+"
+)
+
+
+def is_scheduler_address(text: str) -> bool:
+    """True for an address ``distributed`` can connect to: ``tcp://host:port`` and the like.
+
+    ``tcp``, ``tls``, ``ws`` and ``wss`` need a host and a port (1-65535); ``inproc://``
+    (a scheduler in this process) anything after the scheme.
+    """
+    m = _ADDRESS.fullmatch(text.strip())
+    if m is None:
+        return False
+    return m.group("port") is None or 1 <= int(m.group("port")) <= 65535
+
+
+def parse_bytes_text(value: str) -> int:
+    """``"2GB"`` -> 2000000000 (dask's units); ``ValueError`` for anything else."""
+    from dask.utils import parse_bytes
+
+    if not isinstance(value, str):
+        raise ValueError(f"expected a size like '2GB', got {value!r}")
+    return int(parse_bytes(value))
 
 
 class MLDatasetConfig(_Strict):
@@ -215,11 +276,18 @@ def _key_text(part: Any) -> str:
     return text if text and text.isprintable() and "." not in text and " " not in text else repr(text)
 
 
-def _format_error(err: ValidationError) -> str:
+def validation_error_line(err: ValidationError, *, prefix: tuple[str, ...] = ()) -> str:
+    """One line for a pydantic error: the first error's key path (under ``prefix``) and message."""
+    return _format_error(err, prefix=prefix)
+
+
+def _format_error(err: ValidationError, *, prefix: tuple[str, ...] = ()) -> str:
     first = err.errors()[0]
-    loc = ".".join(_key_text(part) for part in first.get("loc", ())) or "(top level)"
+    loc = ".".join(_key_text(part) for part in (*prefix, *first.get("loc", ()))) or "(top level)"
     loc = loc.replace("class_", "class")
     msg = " ".join(str(first.get("msg", "invalid")).split())
+    if msg.startswith("Value error, "):  # our validators' messages stand on their own
+        msg = msg[len("Value error, "):]
     if first.get("type") == "extra_forbidden":
         msg = "unknown key"
     elif first.get("type") == "missing":
@@ -232,14 +300,66 @@ def _format_error(err: ValidationError) -> str:
     return " ".join(f"{loc}: {msg}{shown}{extra}".splitlines())
 
 
+def _non_finite(data: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], float] | None:
+    """The first float that is inf or nan anywhere in ``data`` (YAML ``.inf``, ``.nan``), with its key path."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return path, data
+    if isinstance(data, dict):
+        items = ((str(k), v) for k, v in data.items())
+    elif isinstance(data, (list, tuple)):
+        items = ((str(i), v) for i, v in enumerate(data))
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite(value, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _key_path(path: tuple[Any, ...]) -> str:
+    return ".".join(_key_text(part) for part in path) or "(top level)"
+
+
+def check_executor(ex: ExecutorConfig) -> None:
+    """Checks across ``executor`` keys: backend known, scheduler address, ``cluster`` options.
+
+    ``executor.cluster`` is validated by the backend's own options model (see
+    :func:`jettracks.cluster.backend_options`); ``serial`` uses no cluster and ignores it.
+
+    Raises:
+        ConfigError: one line naming the key (``executor.cluster.adapt.minimum: ...``).
+    """
+    from jettracks import cluster  # the backend registry; cluster imports config lazily too
+
+    if ex.backend not in (*cluster.available(), "serial"):
+        raise ConfigError(
+            f"executor.backend: unknown backend {ex.backend!r}; known: serial, {', '.join(cluster.available())}"
+        )
+    if ex.backend == "scheduler" and not ex.scheduler:
+        raise ConfigError(
+            "executor.scheduler: backend 'scheduler' needs the scheduler's address tcp://host:port "
+            "(executor.scheduler or --scheduler)"
+        )
+    if ex.backend != "serial":
+        cluster.backend_options(ex)
+
+
 def parse_config(data: Any, *, base_dir: str | os.PathLike | None = None) -> RunConfig:
     """Validate a mapping (as read from YAML) into a :class:`RunConfig`.
+
+    Besides the models' own checks: no float anywhere may be inf or nan (free-form
+    ``processor.options`` included), the executor's keys must fit together
+    (:func:`check_executor`).
 
     Raises:
         ConfigError: one line naming the offending key.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"(top level): expected a mapping of keys, got {type(data).__name__}")
+    bad = _non_finite(data)
+    if bad is not None:
+        raise ConfigError(f"{_key_path(bad[0])}: must be a finite number; got {bad[1]!r}")
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
@@ -256,21 +376,94 @@ def parse_config(data: Any, *, base_dir: str | os.PathLike | None = None) -> Run
             )
         if not ds.files and not ds.files_from:
             raise ConfigError(f"datasets.{_key_text(name)}.files: give files or files_from")
-    from jettracks import cluster
-
-    if cfg.executor.backend not in (*cluster.available(), "serial"):
-        raise ConfigError(
-            f"executor.backend: unknown backend {cfg.executor.backend!r}; "
-            f"known: serial, {', '.join(cluster.available())}"
-        )
+    check_executor(cfg.executor)
     return cfg
+
+
+def apply_overrides(
+    cfg: RunConfig,
+    *,
+    workers: int | None = None,
+    chunksize: int | None = None,
+    max_files: int | None = None,
+    scheduler: str | None = None,
+    backend: str | None = None,
+) -> RunConfig:
+    """A copy of ``cfg`` with command-line overrides of ``executor`` keys, validated like the file.
+
+    Args:
+        workers, chunksize, max_files: replace ``executor.<key>`` (None: keep).
+        scheduler: a scheduler address; sets ``backend: scheduler`` too.
+        backend: replace ``executor.backend`` (applied after ``scheduler``). The
+            config's ``executor.cluster`` options are validated against the new
+            backend.
+
+    Raises:
+        ConfigError: one line naming the key (e.g. ``executor.backend: unknown backend 'x'``).
+    """
+    data = cfg.executor.model_dump()
+    for key, value in (("workers", workers), ("chunksize", chunksize), ("max_files", max_files)):
+        if value is not None:
+            data[key] = value
+    if scheduler is not None:
+        data["backend"], data["scheduler"] = "scheduler", scheduler
+    if backend is not None:
+        data["backend"] = backend
+    try:
+        ex = ExecutorConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, prefix=("executor",))) from None
+    check_executor(ex)
+    out = cfg.model_copy(deep=True)
+    out.executor = ex
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader; :func:`_duplicate_key` finds repeated mapping keys before construction."""
+
+
+def _duplicate_key(node: yaml.Node, path: tuple[str, ...] = (), seen: set[int] | None = None) -> str | None:
+    """``key.path: duplicate key (line N; first at line M)`` for the first repeated key, else None.
+
+    PyYAML keeps the last of two equal keys silently, which drops e.g. a dataset.
+    """
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node already walked
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, str(key_node.value)) if isinstance(key_node, yaml.ScalarNode) else None
+            name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            if key is not None:
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    return (
+                        f"{_key_path((*path, name))}: duplicate key (line {line}; first at line "
+                        f"{first_line[key]})"
+                    )
+                first_line[key] = line
+            found = _duplicate_key(value_node, (*path, name), seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, (*path, str(i)), seen)
+            if found:
+                return found
+    return None
 
 
 def load_config(source: str | os.PathLike | dict) -> RunConfig:
     """Read and validate a run config from a YAML file path (or an already-read mapping).
 
     Raises:
-        ConfigError: file unreadable, YAML malformed, or a key invalid; one line.
+        ConfigError: file unreadable, YAML malformed, a key repeated, or a key
+            invalid; one line.
     """
     if isinstance(source, dict):
         return parse_config(source)
@@ -280,11 +473,17 @@ def load_config(source: str | os.PathLike | dict) -> RunConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read config: {err.__class__.__name__}: {err}") from None
     try:
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        duplicate = _duplicate_key(node) if node is not None else None
+        data = None if duplicate else yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         problem = " ".join(str(problem).split())
         raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
+    if duplicate:
+        raise ConfigError(duplicate)
     return parse_config(data, base_dir=path.parent)

@@ -10,8 +10,10 @@ Prints (rich tables):
    required or optional, present or missing.
 
 Works on local paths and ``root://`` URLs (whatever ``uproot.open`` opens).
-Returns 0, or 1 after one line ``inspect error: ...`` for an unreadable file
-or an unknown format name.
+Returns 0 when the file is usable (in the detected or the given format), or 1
+after one line ``inspect error: ...``: an unreadable or non-ROOT file, an unknown
+format name, a file no reader recognises, or one not readable in the given format
+(the tables, printed first, say why).
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
         timeout: seconds before a remote open gives up.
 
     Returns:
-        0 when the file was read (even if no format fits: the tables say why);
-        1 for an unreadable file or an unknown format (one line, on stderr when
-        no console is given).
+        0 when the file is usable in the detected (or given) format; 1 for an
+        unreadable file, an unknown format name, a file no reader recognises or
+        one not readable in the given format (one line ``inspect error: ...``,
+        on stderr when no console is given; the tables, when the file was read,
+        on stdout first).
     """
     from rich.console import Console
     from rich.table import Table
@@ -174,4 +178,18 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
                 f"not readable as format {chosen!r}: missing branches {', '.join(r['missing'])}",
                 highlight=False, soft_wrap=True,
             )
+    # The tables above say why; the exit status and one line say that the file cannot be used.
+    problem = None
+    if chosen is None:
+        problem = f"no reader recognises this file (trees: {', '.join(sorted(trees)) or 'none'})"
+    elif not row_of[chosen]["fits"]:
+        missing = row_of[chosen]["missing"]
+        problem = f"not readable as format {chosen!r}: " + (
+            f"missing branches {', '.join(missing)}" if missing else "no tree it reads"
+        )
+    if problem is not None:
+        err_console.print(
+            f"inspect error: {path_or_url}: {problem}", markup=False, highlight=False, soft_wrap=True
+        )
+        return 1
     return 0

@@ -2,7 +2,9 @@
 
 ``python -m runner`` with no arguments runs the demo config (``configs/demo.yaml``),
 generating its sample on first use. Exit codes: 0 success, 1 run failed (bad
-file, failed chunk), 2 bad config or usage.
+file, failed chunk, internal error), 2 bad config or usage. Errors are one line on
+stderr; ``run --debug`` adds the traceback. Dask's own logs go to
+``<output dir>/logs/dask.log`` (and to the console too with ``run --verbose``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--refresh", action="store_true", help="ignore cached file metadata (entries per file)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="do not write plots")
+    run.add_argument("--verbose", action="store_true",
+                     help="show Dask's scheduler and worker logs on the console (always in OUTPUT/logs/dask.log)")
+    run.add_argument("--debug", action="store_true", help="print the traceback of an error")
 
     gen = sub.add_parser(
         "generate", help="generate a synthetic sample", description="Generate synthetic CMS-format files."
@@ -81,12 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    """The message on one line (the project's rule for errors: one line, no traceback)."""
+    return " ".join(str(text).splitlines()).strip()
+
+
 def _cmd_run(args) -> int:
     import signal
+    import traceback
 
     from rich.console import Console
 
-    from jettracks.config import ConfigError
+    from jettracks.config import ConfigError, apply_overrides, load_config
     from jettracks.execution import RunError, run_config
 
     console = Console(stderr=True)
@@ -94,14 +105,19 @@ def _cmd_run(args) -> int:
     # SIGTERM (batch systems, `kill`) ends the run like Ctrl-C: checkpoints stay for a resume.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        result = run_config(
-            path,
+        # Overrides are validated like the file's keys (an unknown --backend, a bad
+        # --scheduler address, cluster options that do not fit the new backend).
+        cfg = apply_overrides(
+            load_config(path),
             workers=args.workers,
             chunksize=args.chunksize,
             max_files=args.max_files,
-            output_dir=args.output,
             scheduler=args.scheduler,
             backend=args.backend,
+        )
+        result = run_config(
+            cfg,
+            output_dir=args.output,
             progress=not args.no_progress,
             plots=False if args.no_plots else None,
             skip_bad_files=args.skip_bad_files,
@@ -109,12 +125,32 @@ def _cmd_run(args) -> int:
             resume=args.resume,
             refresh=args.refresh,
             console=console,
+            verbose=args.verbose,
         )
     except ConfigError as err:
-        print(f"config error: {path}: {err}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(_one_line(f"config error: {path}: {err}"), file=sys.stderr)
         return 2
     except RunError as err:
-        print(f"run error: {err}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(_one_line(f"run error: {err}"), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print("run error: interrupted", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug or an unforeseen failure: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+            print(_one_line(f"internal error: {type(err).__name__}: {err}"), file=sys.stderr)
+        else:
+            print(
+                _one_line(f"internal error: {type(err).__name__}: {err}") + " (rerun with --debug for the traceback)",
+                file=sys.stderr,
+            )
         return 1
     _print_summary(console, result)
     return 0

@@ -77,15 +77,15 @@ def test_pfnano_2016_index_uses_open_data_paths():
     assert "replace" in index.read_text().lower()
 
 
-def test_real_samples_config_detects_each_format(monkeypatch):
+def test_real_samples_config_detects_each_format(monkeypatch, tmp_path):
     cfg = load_config(CONFIGS / "cms_real_samples.yaml")
     assert {n: ds.format for n, ds in cfg.datasets.items()} == {
         "pfnano": "auto", "treemaker": "auto", "nano_tt_v15": "auto"
     }
     for ds in cfg.datasets.values():
-        assert ds.files == [f"../shared/data/cms/{Path(ds.files[0]).name}"]
-    monkeypatch.chdir(PROJECT)  # paths are relative to the project root
-    if not Path("../shared/data/cms/pfnano.root").is_file():
+        assert ds.files == [f"../../shared/data/cms/{Path(ds.files[0]).name}"]
+    monkeypatch.chdir(tmp_path)  # paths are relative to the config file (configs/), not the cwd
+    if not (PROJECT.parent / "shared" / "data" / "cms" / "pfnano.root").is_file():
         pytest.skip("real CMS files absent: ../shared/data/cms (relative to the project root)")
     expected = {"pfnano": ("pfnano", "Events"), "treemaker": ("treemaker", "PreSelection"),
                 "nano_tt_v15": ("nanoaod", "Events")}

@@ -289,7 +289,7 @@ def _detect(fname: str, fmt: str, timeout: int):
             return readers.detect_details(handle, fmt=fmt), None
     except readers.ReaderError as err:
         raise RunError(str(err)) from None
-    except Exception as err:  # opens, but its directory or trees cannot be read (truncated, corrupt)
+    except Exception as err:  # noqa: BLE001 - it opens, but its trees cannot be read (truncated, corrupt)
         return None, f"{fname}: cannot read: {error_line(err)}"
 
 

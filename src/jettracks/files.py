@@ -28,12 +28,18 @@ from typing import Any
 
 __all__ = [
     "EntryCache",
+    "FileListError",
+    "SharedFileError",
     "configure_xrootd_client",
+    "dataset_files",
+    "deduplicate",
     "expand_files",
+    "file_identity",
     "file_signature",
     "is_url",
     "is_xrootd",
     "read_file_list",
+    "resolve_local",
     "split_xrootd_url",
 ]
 
@@ -274,6 +280,166 @@ def read_file_list(path: str | os.PathLike) -> list[str]:
     return out
 
 
+# -- a dataset's file list: paths against the config's directory, one file once --------------
+
+
+class FileListError(ValueError):
+    """A dataset's file list cannot be built; the message is one line naming the key."""
+
+
+class SharedFileError(ValueError):
+    """One file in two datasets (same resolved path, or same file UUID).
+
+    Its events would be counted in both datasets. The message is one line:
+    ``datasets.B.files: <file> is also in dataset A`` (plus the other name or the
+    UUID match when that is how the two were found to be one file).
+    """
+
+    def __init__(self, dataset: str, file: str, other_dataset: str, other_file: str, by: str):
+        self.dataset, self.file, self.other_dataset, self.other_file, self.by = (
+            dataset, file, other_dataset, other_file, by
+        )
+        if by == "uuid":
+            detail = f" (same file UUID as {other_file})"
+        else:
+            detail = f" (as {other_file})" if other_file != file else ""
+        super().__init__(f"datasets.{dataset}.files: {file} is also in dataset {other_dataset}{detail}")
+
+
+def resolve_local(name: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> str:
+    """A file name as the client sends it to the workers: absolute for local files.
+
+    A local path or glob (a ``file://`` prefix is dropped, ``~`` expanded) that is
+    relative is taken relative to ``base_dir`` -- the directory of the config file
+    -- or, when ``base_dir`` is None (a config given as a mapping), to the working
+    directory; the result is absolute and normalised (``./a/../b.root`` ->
+    ``/.../b.root``), symlinks kept as written. Other URLs are returned unchanged.
+
+    >>> resolve_local("../data/a.root", "/work/main/configs")
+    '/work/main/data/a.root'
+    >>> resolve_local("root://host//a.root", "/x")
+    'root://host//a.root'
+    """
+    text = os.fspath(name).strip()
+    if is_url(text):
+        if text[:7].lower() != "file://":
+            return text
+        text = text[7:]
+    local = os.path.expanduser(text)
+    if not os.path.isabs(local):
+        base = os.fspath(base_dir) if base_dir is not None else os.getcwd()
+        local = os.path.join(os.path.expanduser(base), local)
+    return os.path.abspath(local)
+
+
+def file_identity(name: str) -> str:
+    """What makes two names the same file before it is opened.
+
+    A local file's real path (:func:`resolve_local`, then ``os.path.realpath``:
+    ``./f.root``, ``f.root``, a symlink to it and its absolute path are one file);
+    a URL as written. After the metadata step the file UUID is the stronger key
+    (see :func:`deduplicate`).
+    """
+    text = os.fspath(name)
+    if is_url(text) and text[:7].lower() != "file://":
+        return text
+    return os.path.realpath(resolve_local(text))
+
+
+def dataset_files(
+    dataset: str,
+    files: list[str],
+    files_from: str | os.PathLike | None = None,
+    *,
+    base_dir: str | os.PathLike | None = None,
+    timeout: int = 60,
+) -> list[str]:
+    """A dataset's file list: ``files``, then the entries of ``files_from``, expanded.
+
+    Relative local paths -- in ``files``, the ``files_from`` path itself and the
+    entries of that index file -- are relative to ``base_dir`` (the config file's
+    directory; the working directory when None) and are returned absolute
+    (:func:`resolve_local`), so workers started in any directory open the same
+    files. A glob's matches are sorted and the patterns' order is kept; a named
+    local file (no glob) is kept even when absent, so that the run counts it as a
+    bad file (stop, or skip with ``--skip-bad-files``); URLs without a glob are
+    passed through unchecked. Repeats (a name matched twice, ``./f.root`` and
+    ``f.root``, a symlink and its target) are kept: :func:`deduplicate` drops
+    and reports them.
+
+    Raises:
+        FileListError: a glob that matches nothing, an unreadable index file, or
+            a remote directory that cannot be listed (one line naming the key).
+    """
+    entries: list[tuple[str, str]] = [(f"datasets.{dataset}.files", str(p)) for p in files]
+    if files_from:
+        index = resolve_local(files_from, base_dir)
+        try:
+            listed = read_file_list(index)
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or f"{err.__class__.__name__}: {err}"
+            raise FileListError(f"datasets.{dataset}.files_from: cannot read {index}: {reason}") from None
+        entries += [(f"datasets.{dataset}.files_from: {index}", p) for p in listed]
+    out: list[str] = []
+    for key, pattern in entries:
+        pattern = pattern.strip()
+        if not pattern:
+            continue
+        name = resolve_local(pattern, base_dir)
+        if is_url(name) or glob.has_magic(name):
+            try:
+                matches = expand_files([name], timeout=timeout)
+            except FileNotFoundError:
+                matches = []
+            except (OSError, ValueError) as err:
+                raise FileListError(f"{key}: {' '.join(str(err).split())}") from None
+            if not matches:
+                raise FileListError(f"{key}: no file matches {pattern!r}")
+        else:
+            matches = [name]
+        out.extend(matches)
+    return out
+
+
+def deduplicate(lists: dict[str, list[str]], key, *, by: str) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    """Keep each file once: the first occurrence within its dataset.
+
+    Args:
+        lists: dataset -> files, datasets in config order.
+        key: ``key(dataset, file)`` -> the file's identity (:func:`file_identity`,
+            or its UUID after the metadata step); files whose key is None (not
+            known, e.g. unreadable) are never merged.
+        by: ``"path"`` or ``"uuid"``, recorded in what is returned.
+
+    Returns:
+        (dataset -> its files without repeats, one
+        ``{"dataset", "file", "same_as", "by"}`` per file dropped).
+
+    Raises:
+        SharedFileError: a file of one dataset is also in an earlier dataset.
+    """
+    owner: dict[Any, tuple[str, str]] = {}
+    kept_lists: dict[str, list[str]] = {}
+    dropped: list[dict[str, str]] = []
+    for ds, files in lists.items():
+        kept: list[str] = []
+        for f in files:
+            k = key(ds, f)
+            if k is None:
+                kept.append(f)
+                continue
+            if k in owner:
+                other_ds, other_file = owner[k]
+                if other_ds != ds:
+                    raise SharedFileError(ds, f, other_ds, other_file, by)
+                dropped.append({"dataset": ds, "file": f, "same_as": other_file, "by": by})
+                continue
+            owner[k] = (ds, f)
+            kept.append(f)
+        kept_lists[ds] = kept
+    return kept_lists, dropped
+
+
 # -- file identity and the entries cache -------------------------------------------------
 
 
@@ -352,9 +518,15 @@ class EntryCache:
     stat'ed on the server). Values are what :meth:`put` stored: an ``int``
     (entries) or a JSON-able ``dict``; ``bytes`` values (a UUID) round-trip.
 
+    Where it lives: ``$JETTRACKS_CACHE_DIR/entries.json`` when that variable is
+    set, else ``$XDG_CACHE_HOME/jettracks/entries.json``, else
+    ``~/.cache/jettracks/entries.json``. It is an optimisation only: an
+    unreadable cache file is treated as empty, and :meth:`save` raises
+    ``OSError`` when the file cannot be written (a run then warns once and goes
+    on without it).
+
     Args:
-        path: the JSON file; default ``$JETTRACKS_CACHE_DIR/entries.json`` or
-            ``~/.cache/jettracks/entries.json``.
+        path: the JSON file; default as above.
         refresh: ignore what is stored (every :meth:`get` misses); :meth:`put` and
             :meth:`save` still record fresh values.
         autosave: write the file after each :meth:`put` (else call :meth:`save`).

@@ -492,7 +492,8 @@ def test_dataset_serial_skip_and_overwrite(tmp_path):
                              prefix="qcd")
     assert paths == sorted(paths)
     assert [p.name for p in paths] == [f"qcd_{i:04d}.root" for i in range(3)]
-    assert sorted(x.name for x in out.iterdir()) == [p.name for p in paths]  # no temp files
+    # no temp files; the generation record beside the files
+    assert sorted(x.name for x in out.iterdir()) == [".jettracks-generate.json", *[p.name for p in paths]]
     # file i is generate_file(seed, file_index=i)
     single = generate_file(tmp_path / "one.root", format="jetntuple", n_events=30, seed=4,
                            file_index=2)
@@ -500,10 +501,10 @@ def test_dataset_serial_skip_and_overwrite(tmp_path):
         assert ak.array_equal(a["AK4jets/jetTree"]["jetPt"].array(), b["AK4jets/jetTree"]["jetPt"].array())
     with uproot.open(paths[0]) as a, uproot.open(paths[1]) as b:
         assert not ak.array_equal(a["AK4jets/jetTree"]["event"].array(), b["AK4jets/jetTree"]["event"].array())
-    # existing files are kept unless overwrite
+    # existing files of the same parameters are reused (not rewritten) unless overwrite
     paths[1].write_bytes(b"placeholder")
     again = generate_dataset(out, format="jetntuple", n_files=3, events_per_file=30, seed=4, prefix="qcd")
-    assert again == paths and paths[1].read_bytes() == b"placeholder"
+    assert again == paths and paths[1].read_bytes() == b"placeholder" and again.action == "reused"
     generate_dataset(out, format="jetntuple", n_files=3, events_per_file=30, seed=4, prefix="qcd",
                      overwrite=True)
     with uproot.open(paths[1]) as f:

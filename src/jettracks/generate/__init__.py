@@ -31,6 +31,12 @@ leading jets pass), and the arrays are identical run after run.
 >>> from jettracks.generate import generate_dataset
 >>> paths = generate_dataset("data/demo/qcd", format="pfnano", n_files=4,
 ...                          events_per_file=500, seed=1)      # doctest: +SKIP
+>>> paths.action, paths.message                                # doctest: +SKIP
+('generated', 'generated 4 files data/demo/qcd: pfnano_*.root (pfnano qcd, 4 files x 500 events, seed 1)')
+
+The directory records what was generated (``.jettracks-generate.json``): the same
+call again reuses the files; other parameters over existing files are refused
+unless ``overwrite=True`` (:mod:`jettracks.generate.sidecar`).
 
 Options (``**options`` of :func:`generate_file` / :func:`generate_dataset`)
 ============================================================================
@@ -107,11 +113,13 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import jetntuple, pfnano
+from . import jetntuple, pfnano, sidecar
 from ._rootio import temporary_path
+from .sidecar import GenerateError
 from .model import (
     PROCESSES,
     Events,
@@ -125,6 +133,8 @@ __all__ = [
     "FORMATS",
     "PROCESSES",
     "Events",
+    "GenerateError",
+    "GeneratedFiles",
     "ModelOptions",
     "generate_dataset",
     "generate_events",
@@ -239,6 +249,65 @@ def _generate_task(
     )
 
 
+class GeneratedFiles(list):
+    """The sorted paths of a generated dataset (a ``list`` of ``Path``) plus what was done.
+
+    Attributes:
+        action: ``generated``, ``reused``, ``completed`` or ``replaced``
+            (:mod:`jettracks.generate.sidecar`).
+        message: one line saying so, naming the directory and the parameters.
+    """
+
+    action: str = "generated"
+    message: str = ""
+
+
+def _record_params(
+    format: str, process: str, n_files: int, events_per_file: int, seed: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The parameters that decide a dataset's content, defaults resolved, JSON-normalised."""
+    import dataclasses
+    import json
+
+    model, writer = split_options(format, options)
+    resolved = {
+        "model": dataclasses.asdict(ModelOptions.from_kwargs(model)),
+        "writer": {**_WRITERS[format].DEFAULTS, **writer},
+    }
+    params = {
+        "format": format,
+        "process": process,
+        "n_files": n_files,
+        "events_per_file": events_per_file,
+        "seed": seed,
+        "options": resolved,
+    }
+    return json.loads(json.dumps(params, sort_keys=True, default=str))
+
+
+def _same_as_regenerated(path: Path, *, format: str, n_events: int, seed: int, file_index: int,
+                         process: str, options: dict[str, Any]) -> bool:
+    """Whether ``path`` holds the arrays ``generate_file`` makes with these arguments."""
+    import tempfile
+
+    import awkward as ak
+    import uproot
+
+    tree = _WRITERS[format].TREE
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".check-") as tmp:
+        ref = generate_file(Path(tmp) / path.name, format=format, n_events=n_events, seed=seed,
+                            file_index=file_index, process=process, **options)
+        try:
+            with uproot.open(path) as f, uproot.open(ref) as g:
+                a, b = f[tree], g[tree]
+                if a.num_entries != b.num_entries or set(a.keys()) != set(b.keys()):
+                    return False
+                return all(ak.array_equal(a[k].array(), b[k].array(), equal_nan=True)
+                           for k in b.keys() if not b[k].keys())
+        except Exception:
+            return False
+
+
 def generate_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -250,21 +319,37 @@ def generate_dataset(
     prefix: str | None = None,
     client=None,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
     **options: Any,
-) -> list[Path]:
+) -> GeneratedFiles:
     """Generate ``n_files`` files ``{prefix or format}_{i:04d}.root`` in ``out_dir``.
 
     File ``i`` is ``generate_file(..., seed=seed, file_index=i)``, so files are
-    independent and the dataset is reproducible file by file. Existing files
-    are kept (not regenerated) unless ``overwrite``.
+    independent and the dataset is reproducible file by file.
+
+    The directory keeps a record of what the generator wrote there
+    (``.jettracks-generate.json``, :mod:`jettracks.generate.sidecar`): the same call
+    again **reuses** the files (and generates any that are absent); a call with
+    other parameters (seed, events per file, fewer files, process, options) over
+    recorded files, or over ``{stem}_NNNN.root`` files without a record, is
+    **refused** with :class:`~jettracks.generate.sidecar.GenerateError` (a
+    ``ValueError``, one line) unless ``overwrite``, which **replaces** them: only the
+    files the record lists (or the names this call writes) are deleted.
 
     Args:
         client: a ``dask.distributed.Client``: the files are made on its workers
             with ``client.map`` (the workers must see ``out_dir``); ``None``
             runs serially here.
+        overwrite: replace files of other parameters (and regenerate files of the same).
+        log: called with one line saying what was done (``reused ...``,
+            ``generated ...``, ``replaced ...``); the same line is ``result.message``.
 
     Returns:
-        The sorted list of all ``n_files`` paths.
+        The sorted list of all ``n_files`` paths (:class:`GeneratedFiles`, with
+        ``action`` and ``message``).
+
+    Raises:
+        ValueError: bad arguments or options; ``GenerateError`` as above.
     """
     _check_format(format)
     _check_process(process)
@@ -280,7 +365,20 @@ def generate_dataset(
     out.mkdir(parents=True, exist_ok=True)
     stem = prefix or format
     paths = [out / f"{stem}_{i:04d}.root" for i in range(n_files)]
-    todo = [i for i, p in enumerate(paths) if overwrite or not p.exists()]
+    params = _record_params(format, process, n_files, events_per_file, seed, options)
+    def adopt(files: list[Path]) -> bool:
+        return all(
+            _same_as_regenerated(f, format=format, n_events=events_per_file, seed=seed,
+                                 file_index=paths.index(f), process=process, options=options)
+            for f in dict.fromkeys([files[0], files[-1]])
+        )
+
+    plan = sidecar.plan_generation(out, stem, params, paths, overwrite=overwrite, adopt=adopt)
+    for path in plan.delete:
+        path.unlink(missing_ok=True)
+    # Recorded before the files: an interrupted run is completed by the same call.
+    sidecar.write_record(out, stem, params, [p.name for p in paths])
+    todo = plan.todo
 
     if todo:
         args = (
@@ -298,4 +396,8 @@ def generate_dataset(
         else:
             futures = client.map(_generate_task, *args, pure=False)
             client.gather(futures)
-    return sorted(paths)
+    result = GeneratedFiles(sorted(paths))
+    result.action, result.message = plan.action, plan.message
+    if log is not None:
+        log(plan.message)
+    return result

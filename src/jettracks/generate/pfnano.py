@@ -51,7 +51,10 @@ import uproot
 from . import _rootio
 from .model import Events, _local_index, _offsets
 
-__all__ = ["DEFAULTS", "BRANCHES", "write"]
+__all__ = ["DEFAULTS", "BRANCHES", "TREE", "write"]
+
+#: Tree path in the file.
+TREE = "Events"
 
 #: Writer options and defaults.
 DEFAULTS: dict[str, Any] = {

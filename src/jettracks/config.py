@@ -68,6 +68,8 @@ class GenerateConfig(_Strict):
         files: number of files.
         events_per_file: events per file.
         seed: base random seed; file ``i`` uses ``(seed, i)``.
+        out: directory to write the files in (relative to the config file's
+            directory); default: the directory of the dataset's first pattern.
         options: extra keyword options for the generator (e.g. pile-up density).
     """
 
@@ -84,9 +86,14 @@ class DatasetConfig(_Strict):
 
     Attributes:
         files: local paths, globs (``data/*.root``) or URLs (``root://host//path``,
-            globs allowed on XRootD too).
+            globs allowed on XRootD too). Relative local paths are relative to the
+            directory of the config file -- not the working directory -- (to the
+            working directory for a config given as a mapping), and are sent to the
+            workers as absolute paths. A file listed twice is processed once.
         files_from: a text file listing one path or URL a line (as CMS open-data
-            records publish); relative to the config file.
+            records publish); relative to the config file's directory, as are the
+            relative paths in it; ``#`` at a line's start or after whitespace
+            starts a comment.
         format: a reader name of :mod:`jettracks.readers` or ``auto``.
         treename: override the reader's default tree.
         metadata: free-form metadata passed to the processor (``is_mc``, ...).
@@ -250,8 +257,8 @@ class RunConfig(_Strict):
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    # Directory the config was read from; relative data paths resolve against the
-    # working directory (as the demo expects), `files_from` against this.
+    # Directory the config was read from: relative data paths (`files`, `files_from`,
+    # `generate.out`) resolve against it; None (a mapping): the working directory.
     base_dir: str | None = Field(default=None, exclude=True)
 
     @field_validator("datasets")

@@ -117,6 +117,16 @@ def test_cluster_configs_use_the_project_demo_data(path, tmp_path, monkeypatch):
             assert Path(files_mod.resolve_local(pattern, cfg.base_dir)).parent == PROJECT / "data" / "demo"
 
 
+
+def test_inspect_prints_the_absolute_path(sample, tmp_path, monkeypatch):
+    from jettracks.inspect import inspect_file
+
+    (good, _) = _copy_sample(sample, tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "data")
+    console = _console()
+    assert inspect_file("./good_1.root", console=console) == 0
+    assert f"file: {good}" in console.file.getvalue()
+
 # -- task: files_from ------------------------------------------------------------------------
 
 

@@ -105,7 +105,9 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
         if fits and detected is None:
             detected = name
 
-    console.print(f"[bold]file:[/bold] {path_or_url}", highlight=False)
+    from jettracks.files import resolve_local
+
+    console.print(f"[bold]file:[/bold] {resolve_local(path_or_url)}", highlight=False)  # local: absolute
     chosen = detected if fmt == "auto" else fmt
     row_of = {r["name"]: r for r in rows}
     if fmt == "auto":

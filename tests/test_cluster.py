@@ -290,3 +290,101 @@ def test_slurm_backend_runs_a_real_job(slurm_cluster, tmp_path, by_value_registr
         time.sleep(0.5)
     assert not any(j["id"] == desc["job_ids"][0] and j["state"] == "RUNNING" for j in slurm_cluster.jobs())
     assert any(logs.glob("jettracks-worker-*.err"))
+
+
+# -- the configured processor's package travels by value (issue #10) ----------------------
+
+MYANA_SELECTION = '''
+from processors.jet_tracks import JetTrackProcessor
+
+from .cuts import tighter
+
+
+class MyProcessor(JetTrackProcessor):
+    """An analysis package the workers do not have: it lives only on the client's sys.path."""
+
+    def __init__(self, **options):
+        super().__init__(**tighter(options))
+'''
+
+MYANA_CUTS = '''
+def tighter(options):
+    return {**options, "jet_pt_min": max(options.get("jet_pt_min", 0.0), 25.0)}
+'''
+
+
+@pytest.fixture
+def myana(tmp_path, monkeypatch):
+    """A package ``myana`` on this process's sys.path only; unregistered and forgotten afterwards."""
+    import cloudpickle
+
+    root = tmp_path / "client-only"
+    pkg = root / "myana"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "selection.py").write_text(MYANA_SELECTION)
+    (pkg / "cuts.py").write_text(MYANA_CUTS)
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    if "myana" in cloudpickle.list_registry_pickle_by_value():
+        cloudpickle.unregister_pickle_by_value(sys.modules["myana"])
+    for name in [m for m in sys.modules if m == "myana" or m.startswith("myana.")]:
+        del sys.modules[name]
+
+
+def test_ship_processors_ships_the_configured_package(myana):
+    import cloudpickle
+
+    assert cluster.ship_processors("myana.selection:MyProcessor") == ["myana"]
+    assert "myana" in cloudpickle.list_registry_pickle_by_value()
+    # nothing to ship: no class, the framework itself, installed distributions, unknown packages
+    assert cluster.ship_processors(None) == []
+    assert cluster.ship_processors("jettracks.execution:RunResult") == []
+    assert cluster.ship_processors("coffea.processor:ProcessorABC") == []
+    assert cluster.ship_processors("no_such_pkg.mod:Cls") == []
+
+
+def test_cluster_layer_names_no_analysis_package():
+    source = (PROJECT / "src" / "jettracks" / "cluster.py").read_text()
+    assert 'import_module("processors")' not in source and "import processors" not in source
+
+
+def test_scheduler_backend_runs_a_processor_the_worker_cannot_import(myana, tmp_path, by_value_registry):
+    """A `dask worker` started elsewhere (no myana on its path) runs myana's processor, shipped by value."""
+    from distributed import LocalCluster
+
+    from jettracks.execution import run_config
+    from jettracks.generate import generate_dataset
+
+    files = generate_dataset(tmp_path / "data", format="pfnano", n_files=2, events_per_file=40, seed=3,
+                             pileup_candidates=50)
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    check = subprocess.run([sys.executable, "-c", "import myana"], cwd=elsewhere, env=env, capture_output=True)
+    assert check.returncode != 0  # the worker's interpreter cannot import it
+    # tcp: the worker is another process (processes=False alone would give an inproc:// scheduler)
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as lc:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", lc.scheduler_address, "--nworkers", "1",
+             "--nthreads", "1", "--no-dashboard", "--local-directory", str(elsewhere)],
+            cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            cfg = {
+                "name": "shipped",
+                "datasets": {"qcd": {"files": [str(f) for f in files], "format": "pfnano"}},
+                "processor": {"class": "myana.selection:MyProcessor", "options": {}},
+                "executor": {"backend": "scheduler", "scheduler": lc.scheduler_address, "retries": 0,
+                             "cluster": {"wait_timeout": 60}},
+                "output": {"dir": str(tmp_path / "out"), "plots": False, "ml": False},
+            }
+            result = run_config(cfg, progress=False)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    rep = result.report
+    assert rep["cluster"]["backend"] == "scheduler"
+    assert rep["cluster"]["shipped_by_value"] == ["myana"]
+    assert rep["status"] == "ok" and rep["chunks_failed"] == 0
+    assert rep["entries"]["processed"] == rep["entries"]["expected"] == 80

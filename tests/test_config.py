@@ -159,3 +159,111 @@ def test_run_writes_only_inside_output_dir(cms_dir, tmp_path):
     run_config(cfg, progress=False)
     written = set(tmp_path.rglob("*")) - before
     assert written and all(out in p.parents or p == out or p == out.parent for p in written)
+
+
+# -- duplicate keys, non-finite numbers (issue #9) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "name: a\ndatasets:\n  qcd: {files: [a.root]}\n  qcd: {files: [b.root]}\n",
+            "datasets.qcd: duplicate key (line 4; first at line 3)",
+        ),
+        ("name: a\nname: b\ndatasets: {qcd: {files: [a.root]}}\n", "name: duplicate key (line 2; first at line 1)"),
+        (
+            "datasets: {qcd: {files: [a.root]}}\nexecutor:\n  cluster:\n    scale: 1\n    scale: 2\n",
+            "executor.cluster.scale: duplicate key (line 5; first at line 4)",
+        ),
+        (
+            "datasets:\n  qcd:\n    files: [a.root]\n    metadata: [{x: 1, x: 2}]\n",
+            "datasets.qcd.metadata.0.x: duplicate key (line 4; first at line 4)",
+        ),
+    ],
+)
+def test_duplicate_yaml_keys_are_errors(tmp_path, text, expected):
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value) == expected
+
+
+def test_equal_values_under_different_keys_are_fine(tmp_path):
+    p = tmp_path / "ok.yaml"
+    p.write_text("datasets:\n  qcd: &d {files: [a.root]}\n  qcd2: *d\n  '1': *d\n")
+    assert set(load_config(p).datasets) == {"qcd", "qcd2", "1"}
+    p.write_text("datasets:\n  qcd: {files: [a.root]}\n  \"qcd\": {files: [b.root]}\n")  # quoting is no escape
+    with pytest.raises(ConfigError, match=r"^datasets\.qcd: duplicate key \(line 3; first at line 2\)$"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (("processor", "options", "cone_dr"), float("inf"), "processor.options.cone_dr"),
+        (("processor", "options", "jet_pt_min"), float("nan"), "processor.options.jet_pt_min"),
+        (("processor", "options", "track_pt_min"), float("-inf"), "processor.options.track_pt_min"),
+        (("datasets", "qcd", "metadata", "xsec"), float("nan"), "datasets.qcd.metadata.xsec"),
+        (("processor", "options", "bins"), [0.0, 1.0, float("inf")], "processor.options.bins.2"),
+    ],
+)
+def test_non_finite_numbers_anywhere_are_errors(path, value, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with(path, value))
+    assert str(err.value).startswith(f"{key}: must be a finite number; got ")
+
+
+def test_non_finite_from_yaml_text(tmp_path):
+    p = tmp_path / "inf.yaml"
+    p.write_text(yaml.safe_dump(GOOD).replace("cone_dr: 0.5", "cone_dr: .inf"))
+    with pytest.raises(ConfigError, match=r"^processor\.options\.cone_dr: must be a finite number; got inf$"):
+        load_config(p)
+
+
+# -- executor.cluster: one options model per backend (issue #10) --------------------------
+
+
+def test_every_backend_has_its_options_model():
+    from jettracks import cluster
+
+    models = {name: cluster._BACKENDS[name].options for name in cluster.available()}
+    assert issubclass(models["local"], cluster.LocalOptions)
+    assert issubclass(models["scheduler"], cluster.SchedulerOptions)
+    assert issubclass(models["gateway"], cluster.GatewayOptions)
+    for name in cluster.JOBQUEUE_BACKENDS:
+        assert issubclass(models[name], cluster.JobqueueOptions)
+    assert issubclass(models["htcondor"], cluster.HTCondorOptions)
+    assert all(models[name].backend == name for name in models)
+
+
+def test_cluster_option_defaults_are_named_once():
+    from jettracks import cluster
+    from jettracks.config import ExecutorConfig
+
+    def opts(backend, **kw):
+        return cluster.backend_options(ExecutorConfig(backend=backend, **kw))
+
+    assert opts("scheduler", scheduler="tcp://h:1").wait_timeout == cluster.ATTACH_WAIT_TIMEOUT_S
+    assert opts("scheduler", scheduler="tcp://h:1").connect_timeout == cluster.CONNECT_TIMEOUT_S
+    for backend in (*cluster.JOBQUEUE_BACKENDS, "gateway"):
+        assert opts(backend).wait_timeout == cluster.WAIT_TIMEOUT_S
+        assert opts(backend).min_workers == 1
+    assert opts("local").dashboard_address == ":0"
+    # explicit values win
+    assert opts("slurm", cluster={"wait_timeout": 12}).wait_timeout == 12
+
+
+def test_cli_override_validates_cluster_options_for_the_new_backend():
+    from jettracks.config import apply_overrides
+
+    cfg = parse_config(_with(("executor",), {"backend": "slurm", "cluster": {"cores": 4, "scale": 2}}))
+    with pytest.raises(ConfigError, match=r"^executor\.cluster\.cores: unknown key for backend 'local' \(and 1 more\)$"):
+        apply_overrides(cfg, backend="local")
+    assert apply_overrides(cfg, backend="serial").executor.backend == "serial"  # serial ignores cluster options
+    assert apply_overrides(cfg, backend="pbs").executor.backend == "pbs"
+    with pytest.raises(ConfigError, match=r"^executor\.scheduler: backend 'scheduler' needs"):
+        apply_overrides(parse_config(GOOD), backend="scheduler")
+    moved = apply_overrides(parse_config(GOOD), scheduler="tcp://10.0.0.1:8786")
+    assert (moved.executor.backend, moved.executor.scheduler) == ("scheduler", "tcp://10.0.0.1:8786")

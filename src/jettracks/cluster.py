@@ -417,7 +417,7 @@ def backend_options(executor) -> BackendOptions:
     except ValidationError as err:
         line = validation_error_line(err, prefix=("executor", "cluster"))
         if err.errors()[0].get("type") == "extra_forbidden":
-            line += f" for backend {executor.backend!r}"
+            line = line.replace(": unknown key", f": unknown key for backend {executor.backend!r}", 1)
         raise ConfigError(line) from None
 
 

@@ -173,7 +173,7 @@ class ExecutorConfig(_Strict):
         if value is None or value == "auto":  # "auto": dask's share of the machine's memory
             return value
         try:
-            parsed = parse_bytes_text(value)
+            parsed = parse_bytes_text(value) if value.strip() else 0
         except ValueError:
             raise ValueError("expected a size like '2GB' or '1.5GiB' (or 'auto')") from None
         if parsed <= 0:

@@ -388,3 +388,26 @@ def test_scheduler_backend_runs_a_processor_the_worker_cannot_import(myana, tmp_
     assert rep["cluster"]["shipped_by_value"] == ["myana"]
     assert rep["status"] == "ok" and rep["chunks_failed"] == 0
     assert rep["entries"]["processed"] == rep["entries"]["expected"] == 80
+
+
+@pytest.mark.service
+def test_slurm_backend_runs_a_processor_the_job_cannot_import(myana, slurm_cluster, tmp_path, by_value_registry):  # noqa: F811
+    """The same on a real Slurm: the batch job's worker gets myana by value."""
+    from jettracks.execution import run_config
+    from jettracks.generate import generate_dataset
+
+    files = generate_dataset(tmp_path / "data", format="pfnano", n_files=2, events_per_file=40, seed=3,
+                             pileup_candidates=50)
+    cfg = {
+        "name": "shipped-slurm",
+        "datasets": {"qcd": {"files": [str(f) for f in files], "format": "pfnano"}},
+        "processor": {"class": "myana.selection:MyProcessor", "options": {}},
+        "executor": {"backend": "slurm", "retries": 0, "cluster": {
+            "cores": 1, "memory": "1GB", "walltime": "00:10:00", "partition": slurm_cluster.partition,
+            "scale": 1, "log_directory": str(tmp_path / "joblogs"), "wait_timeout": 120}},
+        "output": {"dir": str(tmp_path / "out"), "plots": False, "ml": False},
+    }
+    rep = run_config(cfg, progress=False).report
+    assert rep["cluster"]["backend"] == "slurm" and len(rep["cluster"]["job_ids"]) == 1
+    assert rep["cluster"]["shipped_by_value"] == ["myana"]
+    assert rep["status"] == "ok" and rep["entries"]["processed"] == rep["entries"]["expected"] == 80

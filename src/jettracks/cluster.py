@@ -40,8 +40,12 @@ key picks one:
 Batch workers get ``MALLOC_TRIM_THRESHOLD_`` exported in the job prologue:
 distributed's default (65536) made uproot's metadata reads ~2.7x slower
 (shared/reference/stack.md). Workers that may not have this project installed
-(``scheduler``, batch, ``gateway``) receive the ``processors`` package by value
-(``cloudpickle.register_pickle_by_value``), so an edited processor runs remotely.
+(``scheduler``, batch, ``gateway``) receive the top-level package of the configured
+processor class (``processor.class``) by value (:func:`ship_processors`,
+``cloudpickle.register_pickle_by_value``), so an edited or uninstalled analysis
+package runs remotely. Each backend's ``executor.cluster`` options are a pydantic
+model registered with it (:func:`backend_options`); a bad option is a
+:class:`~jettracks.config.ConfigError` naming ``executor.cluster.<key>``.
 
 :func:`render_job_script` shows the batch script a jobqueue backend would
 submit, without starting anything (``--dry-run``).

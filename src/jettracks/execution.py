@@ -362,14 +362,12 @@ def run_config(
         cfg = parse_config(config)
     else:
         cfg = load_config(config)
+    from .config import apply_overrides
+
+    cfg = apply_overrides(
+        cfg, workers=workers, chunksize=chunksize, max_files=max_files, scheduler=scheduler, backend=backend
+    )
     ex = cfg.executor
-    for key, value in (("workers", workers), ("chunksize", chunksize), ("max_files", max_files)):
-        if value is not None:
-            setattr(ex, key, value)
-    if scheduler is not None:
-        ex.backend, ex.scheduler = "scheduler", scheduler
-    if backend is not None:
-        ex.backend = backend
     if output_dir is not None:
         cfg.output.dir = str(output_dir)
     if plots is not None:

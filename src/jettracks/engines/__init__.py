@@ -1,0 +1,91 @@
+"""Execution engines behind one contract (:mod:`jettracks.engines.base`).
+
+``run_engine("runner" | "dask-awkward", fileset, meta, processor, ...)`` runs every
+chunk of the readable files through the same guarded per-chunk call (checkpoints,
+retries, failure capture, timing) and returns an :class:`EngineResult`: the
+processor's summed output plus one :class:`ChunkRecord` per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import (
+    ENGINES,
+    ChunkReader,
+    ChunkRecord,
+    ChunkSpec,
+    Engine,
+    EngineResult,
+    chunk_steps,
+    get_engine,
+    plan_chunks,
+    run_chunk,
+)
+
+__all__ = [
+    "ENGINES",
+    "ChunkReader",
+    "ChunkRecord",
+    "ChunkSpec",
+    "Engine",
+    "EngineResult",
+    "chunk_steps",
+    "get_engine",
+    "plan_chunks",
+    "run_chunk",
+    "run_engine",
+    "smoke_test",
+]
+
+
+def run_engine(
+    name: str,
+    fileset: Mapping[str, Mapping[str, Any]],
+    meta: Mapping[tuple[str, str], Mapping[str, Any]],
+    processor: Any,
+    *,
+    client: Any = None,
+    ex: Any,
+    branches: Any = None,
+    checkpointer: Any = None,
+    progress: bool = False,
+) -> EngineResult:
+    """Run engine ``name`` with the executor settings of a run (what ``execution`` calls).
+
+    Args:
+        name: ``executor.engine``: ``"runner"`` or ``"dask-awkward"`` (:data:`ENGINES`).
+        fileset: ``{dataset: {"files": [...], "treename": str, "metadata": {"format", "is_mc", ...}}}``.
+        meta: ``{(dataset, file): {"numentries": int, "uuid": bytes, "uuid_hex": str}}``;
+            files absent (unreadable) are not run.
+        processor: the coffea processor instance.
+        client: ``distributed.Client``; ``None`` (default): in this process.
+        ex: :class:`jettracks.config.ExecutorConfig` (uses ``chunksize`` (entries),
+            ``retries`` (extra attempts) and ``xrootd_timeout`` (seconds)).
+        branches: branches that may be read; ``None`` (default): all.
+        checkpointer: :class:`jettracks.accounting.RunCheckpointer`; ``None`` (default): none.
+        progress: draw a progress bar (default False).
+
+    Raises:
+        ValueError: unknown engine name.
+    """
+    return get_engine(name).run(
+        fileset,
+        meta,
+        processor,
+        client=client,
+        chunksize=int(ex.chunksize),
+        retries=int(ex.retries),
+        branches=branches,
+        checkpointer=checkpointer,
+        progress=progress,
+        xrootd_timeout=ex.xrootd_timeout,
+    )
+
+
+def smoke_test(scheduler: Any = "sync") -> None:
+    """The dask-awkward stack check (:func:`jettracks.engines.dask_awkward.smoke_test`)."""
+    from .dask_awkward import smoke_test as _smoke_test
+
+    _smoke_test(scheduler)

@@ -1,0 +1,538 @@
+"""One engine contract: chunks in, the processor's summed output and one record per chunk out.
+
+Every engine runs the same chunks (:func:`plan_chunks`, coffea's chunking rule)
+through the same guarded per-chunk call (:func:`run_chunk`): checkpoint load,
+read, ``processor.process``, checkpoint save, retries, timing and failure capture
+live here once. Engines differ only in *where* ``run_chunk`` runs and how its
+results come back to the client:
+
+- ``runner`` (:mod:`jettracks.engines.runner`): one Dask task per chunk, or
+  in-process chunk by chunk without a client (the serial reference);
+- ``dask-awkward`` (:mod:`jettracks.engines.dask_awkward`): a
+  ``dask_awkward.from_map`` collection with one partition per chunk.
+
+Both return an :class:`EngineResult`: the processor's own output (its
+histograms, cut flow, ... summed with coffea's accumulator rules) and one
+:class:`ChunkRecord` per chunk (``ok``, ``failed`` with a one-line error, or
+``checkpoint``).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import importlib
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ContextManager, Literal
+
+from ..accounting import error_line, is_permanent
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..accounting import ChunkFailure
+
+__all__ = [
+    "ENGINES",
+    "ChunkReader",
+    "ChunkRecord",
+    "ChunkSpec",
+    "Engine",
+    "EngineResult",
+    "Progress",
+    "accumulate_into",
+    "chunk_steps",
+    "get_engine",
+    "permanent",
+    "plan_chunks",
+    "run_chunk",
+    "uuid_text",
+]
+
+#: What became of a chunk: processed now, failed after its attempts, or taken from its checkpoint.
+Status = Literal["ok", "failed", "checkpoint"]
+
+
+# -- chunks ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One chunk: entries ``[entrystart, entrystop)`` of one file's tree.
+
+    Attributes:
+        dataset: dataset name (the fileset key).
+        filename: file path or URL, as listed in the fileset.
+        treename: path of the tree in the file.
+        entrystart: first entry (inclusive).
+        entrystop: last entry (exclusive); ``entrystart == entrystop == 0`` for an empty file.
+        fileuuid: the file's UUID as coffea's Runner writes it into ``events.metadata``
+            (``str(uuid.UUID(bytes=...))``, 36 hex characters with dashes; ``""`` when
+            unknown). It names the checkpoint and the ML part, so both must agree across engines.
+        metadata: the dataset's metadata (``format``, ``is_mc``, ...); not part of the
+            chunk's identity (not compared, not hashed).
+    """
+
+    dataset: str
+    filename: str
+    treename: str
+    entrystart: int
+    entrystop: int
+    fileuuid: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def entries(self) -> int:
+        """Entries in the chunk."""
+        return self.entrystop - self.entrystart
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        """``(dataset, filename, entrystart, entrystop)``: the chunk's identity within a run."""
+        return (self.dataset, self.filename, self.entrystart, self.entrystop)
+
+    def events_metadata(self) -> dict[str, Any]:
+        """``events.metadata`` for this chunk, built as coffea's Runner builds it: the chunk's
+        fields, then the dataset's metadata on top. Also the checkpoint key's input."""
+        meta: dict[str, Any] = {
+            "dataset": self.dataset,
+            "filename": self.filename,
+            "treename": self.treename,
+            "entrystart": self.entrystart,
+            "entrystop": self.entrystop,
+            "fileuuid": self.fileuuid,
+        }
+        meta.update(self.metadata)
+        return meta
+
+
+def chunk_steps(num_entries: int, chunksize: int) -> list[tuple[int, int]]:
+    """Entry ranges ``(start, stop)`` of one file: coffea's rule, the same for every engine.
+
+    ``n = max(round(entries / chunksize), 1)`` steps of ``ceil(entries / n)`` entries
+    (coffea's ``FileMeta.chunks`` and ``dataset_tools.preprocess`` alike); an empty
+    file is one empty step ``(0, 0)`` (coffea yields it too: the file is accounted for).
+
+    Args:
+        num_entries: entries in the file's tree (>= 0).
+        chunksize: target entries per chunk (> 0).
+    """
+    if chunksize <= 0:
+        raise ValueError(f"chunksize must be > 0, got {chunksize!r}")
+    if num_entries <= 0:
+        return [(0, 0)]
+    n = max(round(num_entries / chunksize), 1)
+    size = -(-num_entries // n)  # ceil
+    return [(i * size, min((i + 1) * size, num_entries)) for i in range(n) if i * size < num_entries]
+
+
+def uuid_text(file_meta: Mapping[str, Any]) -> str:
+    """A file's UUID (``meta[(dataset, file)]``: ``uuid`` bytes or ``uuid_hex``) as
+    ``str(uuid.UUID)``, the form coffea's Runner puts in ``events.metadata["fileuuid"]``;
+    ``""`` when the metadata has none."""
+    raw = file_meta.get("uuid")
+    if isinstance(raw, (bytes, bytearray)) and len(raw) == 16:
+        return str(uuidlib.UUID(bytes=bytes(raw)))
+    text = file_meta.get("uuid_hex") or (raw if isinstance(raw, str) else "")
+    if not text:
+        return ""
+    try:
+        return str(uuidlib.UUID(hex=str(text)))
+    except ValueError:  # not a UUID: keep it, it still names the file consistently
+        return str(text)
+
+
+def plan_chunks(
+    fileset: Mapping[str, Mapping[str, Any]],
+    meta: Mapping[tuple[str, str], Mapping[str, Any]],
+    chunksize: int,
+) -> list[ChunkSpec]:
+    """Every chunk of every file whose metadata was read, in fileset order.
+
+    Args:
+        fileset: ``{dataset: {"files": [...], "treename": str, "metadata": {...}}}``.
+        meta: ``{(dataset, file): {"numentries": int, "uuid": bytes, "uuid_hex": str}}``;
+            files absent here (unreadable at metadata time) get no chunk.
+        chunksize: target entries per chunk (see :func:`chunk_steps`).
+    """
+    specs: list[ChunkSpec] = []
+    for ds, spec in fileset.items():
+        ds_meta = dict(spec.get("metadata") or {})
+        for fname in spec["files"]:
+            m = meta.get((ds, fname))
+            if m is None:
+                continue
+            fileuuid = uuid_text(m)
+            for start, stop in chunk_steps(int(m["numentries"]), chunksize):
+                specs.append(ChunkSpec(ds, fname, spec["treename"], start, stop, fileuuid, ds_meta))
+    return specs
+
+
+# -- records and results ---------------------------------------------------------------------
+@dataclass
+class ChunkRecord:
+    """What happened to one chunk.
+
+    Attributes:
+        spec: the chunk.
+        status: ``ok`` (processed in this run), ``failed`` (every attempt failed, or the
+            error is permanent: :func:`jettracks.accounting.is_permanent`) or
+            ``checkpoint`` (output loaded from this run directory's checkpoint).
+        error: the last attempt's error, one line ``Type: message`` (innermost cause);
+            ``None`` unless failed.
+        seconds: wall time of the whole guarded call (checkpoint load, every attempt's
+            read + process, checkpoint save), in seconds.
+        attempts: ``process`` attempts made (0 for a checkpoint).
+    """
+
+    spec: ChunkSpec
+    status: Status
+    error: str | None = None
+    seconds: float = 0.0
+    attempts: int = 0
+
+    @property
+    def error_type(self) -> str | None:
+        """The exception class name of :attr:`error` (``KeyInFileError``, ...), or None."""
+        if self.error is None:
+            return None
+        return self.error.split(":", 1)[0].strip()
+
+    def line(self) -> str:
+        """``file entries a-b: <status or error>`` on one line."""
+        s = self.spec
+        what = self.error if self.status == "failed" else self.status
+        return f"{s.filename} entries {s.entrystart}-{s.entrystop}: {what}"
+
+    def as_failure(self) -> ChunkFailure:
+        """This failed chunk as :class:`jettracks.accounting.ChunkFailure` (the run report's type)."""
+        from ..accounting import ChunkFailure
+
+        s = self.spec
+        return ChunkFailure(s.dataset, s.filename, s.entrystart, s.entrystop, self.error or "", stage="process")
+
+
+@dataclass
+class EngineResult:
+    """An engine's answer: the processor's summed output and one record per chunk.
+
+    Attributes:
+        output: the processor's outputs of every ``ok`` and ``checkpoint`` chunk, summed
+            with coffea's accumulator rules, then passed through ``processor.postprocess``;
+            ``{}`` when no chunk gave an output.
+        records: one :class:`ChunkRecord` per planned chunk, in plan order.
+        engine: the engine's name.
+    """
+
+    output: dict[str, Any]
+    records: list[ChunkRecord]
+    engine: str = ""
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunks planned (every record)."""
+        return len(self.records)
+
+    @property
+    def failures(self) -> list[ChunkRecord]:
+        """Records of the chunks that failed."""
+        return [r for r in self.records if r.status == "failed"]
+
+    @property
+    def from_checkpoint(self) -> int:
+        """How many chunks were taken from their checkpoint (the report's ``chunks_from_checkpoint``)."""
+        return sum(r.status == "checkpoint" for r in self.records)
+
+    def failures_as_chunkfailures(self) -> list[ChunkFailure]:
+        """The failures as :class:`jettracks.accounting.ChunkFailure`, for the run report."""
+        return [r.as_failure() for r in self.failures]
+
+    def chunk_times(self) -> list[tuple[str, int, int, float]]:
+        """``(file, start, stop, seconds)`` of the chunks processed in this run (the report's
+        ``timing.chunks``; checkpoints and failures excluded, as before)."""
+        return [
+            (r.spec.filename, r.spec.entrystart, r.spec.entrystop, round(r.seconds, 4))
+            for r in self.records
+            if r.status == "ok"
+        ]
+
+
+# -- reading and the guarded per-chunk call ------------------------------------------------------
+@dataclass(frozen=True)
+class ChunkReader:
+    """Opens a chunk as NanoEvents, as coffea's Runner does (``BaseSchema``, ``mode="virtual"``:
+    only the branches the processor touches are read, when it touches them).
+
+    Called with a :class:`ChunkSpec`; a context manager yielding the events, whose file
+    stays open until the block ends (virtual arrays read lazily).
+
+    Attributes:
+        branches: branches that may be read (``iteritems_options={"filter_name": ...}``);
+            ``None`` (default): every branch of the tree.
+        timeout: ``uproot.open`` timeout in seconds (XRootD); ``None`` (default): uproot's.
+        uproot_options: extra ``uproot.open`` options; by default the project's
+            ``handler`` (:class:`jettracks.files.AutoSource`: direct XRootD for ``root://``).
+    """
+
+    branches: tuple[str, ...] | None = None
+    timeout: float | None = None
+    uproot_options: Mapping[str, Any] | None = None
+
+    @contextlib.contextmanager
+    def __call__(self, spec: ChunkSpec) -> Iterator[Any]:
+        import uproot
+        from coffea.nanoevents import BaseSchema, NanoEventsFactory
+
+        options = dict(self.uproot_options) if self.uproot_options is not None else _default_uproot_options()
+        if self.timeout is not None:
+            options["timeout"] = self.timeout
+        iteritems = {"filter_name": list(self.branches)} if self.branches is not None else {}
+        # The dict form keeps a ':' in a path from being read as "file:object".
+        with uproot.open({spec.filename: None}, **options) as rootfile:
+            events = NanoEventsFactory.from_root(
+                rootfile,
+                treepath=spec.treename,
+                schemaclass=BaseSchema,
+                metadata=spec.events_metadata(),
+                mode="virtual",
+                entry_start=spec.entrystart,
+                entry_stop=spec.entrystop,
+                iteritems_options=iteritems,
+            ).events()
+            yield events
+
+
+def _default_uproot_options() -> dict[str, Any]:
+    from ..files import AutoSource
+
+    return {"handler": AutoSource} if AutoSource is not None else {}
+
+
+#: A chunk reader: ``read_events(spec)`` is a context manager yielding the chunk's events.
+ReadEvents = Callable[[ChunkSpec], ContextManager[Any]]
+
+
+def run_chunk(
+    processor: Any,
+    spec: ChunkSpec,
+    read_events: ReadEvents,
+    checkpointer: Any = None,
+    retries: int = 0,
+) -> tuple[Any | None, ChunkRecord]:
+    """Run one chunk under the guard every engine shares; never raises ``Exception``.
+
+    1. ``checkpointer.load`` (when given): a checkpoint that loads is the chunk's output
+       (status ``checkpoint``; :class:`~jettracks.accounting.RunCheckpointer` already
+       refuses damaged ones and those whose ML parts are gone);
+    2. otherwise up to ``retries + 1`` attempts of: read (``read_events``), ``process``,
+       ``checkpointer.save``; an error that a retry cannot fix (:func:`permanent`:
+       missing file, tree or branch, not a ROOT file) ends the attempts at once.
+
+    ``KeyboardInterrupt``/``SystemExit`` are not caught: an interrupted run stops.
+
+    Args:
+        processor: a coffea ``ProcessorABC`` (``process(events) -> accumulatable``).
+        spec: the chunk.
+        read_events: ``read_events(spec)`` -> context manager yielding the events
+            (:class:`ChunkReader`).
+        checkpointer: a coffea ``CheckpointerABC`` (``load``/``save`` with the chunk's
+            ``events.metadata``), normally :class:`~jettracks.accounting.RunCheckpointer`;
+            ``None`` (default): no checkpoints.
+        retries: extra attempts after a failure that is not permanent (default 0).
+
+    Returns:
+        ``(output, record)``: the processor's output (``None`` when failed) and the record.
+    """
+    t0 = time.perf_counter()
+    metadata = spec.events_metadata()
+    if checkpointer is not None:
+        saved = _load_checkpoint(checkpointer, metadata, processor)
+        if saved is not None:
+            return saved, ChunkRecord(spec, "checkpoint", None, time.perf_counter() - t0, 0)
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            t_read = time.perf_counter()
+            with read_events(spec) as events:
+                out = processor.process(events)
+            if out is None:
+                raise ValueError("process() returned None; it must return an accumulatable")
+            if checkpointer is not None:
+                # coffea's Runner checkpoint layout ({"out", "metrics"}): checkpoints written
+                # before the engines existed keep loading, and these load there.
+                checkpointer.save(
+                    {"out": out, "metrics": {"entries": spec.entries,
+                                             "processtime": time.perf_counter() - t_read}},
+                    metadata,
+                    processor,
+                )
+            return out, ChunkRecord(spec, "ok", None, time.perf_counter() - t0, attempts)
+        except Exception as err:  # noqa: BLE001 - the chunk's failure is recorded, not raised
+            if attempts > retries or permanent(err):
+                return None, ChunkRecord(spec, "failed", error_line(err), time.perf_counter() - t0, attempts)
+
+
+def permanent(err: BaseException) -> bool:
+    """True when a retry cannot help: :func:`jettracks.accounting.is_permanent`, or a field
+    the processor reads that the chunk's events lack (awkward's ``FieldNotFoundError``: with
+    virtual NanoEvents a branch missing from the file is an absent field, not uproot's
+    ``KeyInFileError``; the file will not grow it on a retry)."""
+    if is_permanent(err):
+        return True
+    import awkward as ak
+
+    e, seen = err, 0
+    while e is not None and seen < 10:
+        if isinstance(e, ak.errors.FieldNotFoundError):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _load_checkpoint(checkpointer: Any, metadata: dict[str, Any], processor: Any) -> Any | None:
+    """The chunk's saved output, or None (absent, damaged, or a checkpointer that raised:
+    redoing a chunk is always safe, trusting a bad checkpoint is not)."""
+    try:
+        saved = checkpointer.load(metadata, processor)
+    except Exception:  # noqa: BLE001
+        return None
+    if isinstance(saved, Mapping) and "out" in saved:
+        return saved["out"]
+    return None
+
+
+# -- accumulation and progress ----------------------------------------------------------------------
+def accumulate_into(total: Any | None, out: Any | None) -> Any | None:
+    """``total + out`` with coffea's accumulator rules (in place into ``total``; ``out`` is
+    adopted as the total when ``total`` is None)."""
+    from coffea.processor import accumulate
+
+    return accumulate([out], total)
+
+
+def finish(processor: Any, total: Any | None) -> dict[str, Any]:
+    """The run's output: ``processor.postprocess(total)`` (as coffea's Runner does), ``{}`` when
+    no chunk gave an output."""
+    if total is None:
+        return {}
+    post = getattr(processor, "postprocess", None)
+    if callable(post):
+        done = post(total)
+        if done is not None:
+            total = done
+    return total
+
+
+class Progress:
+    """A chunk counter on the console (rich), or nothing when disabled.
+
+    Args:
+        enabled: draw the bar (default True).
+        total: chunks expected.
+        desc: the bar's label.
+    """
+
+    def __init__(self, enabled: bool, total: int, desc: str = "chunks") -> None:
+        self.enabled, self.total, self.desc = bool(enabled), int(total), desc
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(f"[green]{self.desc}", total=self.total)
+        return self
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def __exit__(self, *exc: Any) -> bool:
+        if self._bar is not None:
+            self._bar.stop()
+        return False
+
+
+# -- the engine interface and registry ---------------------------------------------------------------
+class Engine(abc.ABC):
+    """An execution engine: runs every chunk of a fileset through :func:`run_chunk`.
+
+    Subclasses set :attr:`name` and implement :meth:`run`.
+    """
+
+    #: The name in ``executor.engine`` and :data:`ENGINES`.
+    name: str = ""
+
+    @abc.abstractmethod
+    def run(
+        self,
+        fileset: Mapping[str, Mapping[str, Any]],
+        meta: Mapping[tuple[str, str], Mapping[str, Any]],
+        processor: Any,
+        *,
+        client: Any = None,
+        chunksize: int,
+        retries: int = 0,
+        branches: set[str] | list[str] | tuple[str, ...] | None = None,
+        checkpointer: Any = None,
+        progress: bool = False,
+        xrootd_timeout: float | None = None,
+    ) -> EngineResult:
+        """Process every chunk of every file in ``meta``; failures are records, not exceptions.
+
+        Args:
+            fileset: ``{dataset: {"files": [...], "treename": str, "metadata": {...}}}``;
+                ``metadata`` must carry what the processor reads (``format``, ``is_mc``, ...).
+            meta: ``{(dataset, file): {"numentries": int, "uuid": bytes, "uuid_hex": str}}``
+                (:func:`jettracks.accounting.file_metadata` per file); files absent here
+                were unreadable and are not run.
+            processor: a coffea ``ProcessorABC`` instance (pickled to workers).
+            client: a ``distributed.Client``; ``None`` (default): run in this process.
+            chunksize: target entries per chunk (:func:`chunk_steps`).
+            retries: extra attempts per chunk after a non-permanent error (default 0).
+            branches: branches that may be read; ``None`` (default): all.
+            checkpointer: :class:`~jettracks.accounting.RunCheckpointer` (or any coffea
+                ``CheckpointerABC``); ``None`` (default): no checkpoints.
+            progress: draw a progress bar (default False).
+            xrootd_timeout: ``uproot.open`` timeout in seconds; ``None`` (default): uproot's.
+
+        Returns:
+            :class:`EngineResult` with one record per planned chunk.
+        """
+
+
+#: Engine name -> ``"module:Class"`` (imported on first use: the engine modules import this one).
+ENGINES: dict[str, str] = {
+    "runner": "jettracks.engines.runner:RunnerEngine",
+    "dask-awkward": "jettracks.engines.dask_awkward:DaskAwkwardEngine",
+}
+
+
+def get_engine(name: str) -> Engine:
+    """A new instance of the engine called ``name`` (a key of :data:`ENGINES`).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    try:
+        target = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def reader_for(branches: Any, xrootd_timeout: float | None) -> ChunkReader:
+    """The :class:`ChunkReader` an engine's ``run`` arguments describe (sorted branches: the
+    same reader, so the same reads, on every engine)."""
+    return ChunkReader(
+        branches=tuple(sorted(set(branches))) if branches is not None else None,
+        timeout=xrootd_timeout,
+    )

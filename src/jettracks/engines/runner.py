@@ -1,0 +1,99 @@
+"""The ``runner`` engine: one Dask task per chunk (or chunk by chunk in this process).
+
+Each task is :func:`jettracks.engines.base.run_chunk` on one chunk: it opens the
+chunk as coffea's Runner does (NanoEvents, ``BaseSchema``, ``mode="virtual"``),
+calls ``processor.process`` and handles checkpoints, retries and failures itself,
+so a task never fails for a chunk's sake and Dask's own task retries are not used
+(a permanent error then runs once). Results are summed on the client as they
+arrive and their futures released, so the client holds one running total, not
+every chunk's output.
+
+Without a client the same function runs here, chunk by chunk: the serial reference.
+Only public coffea API is used (``NanoEventsFactory``, ``processor.accumulate``).
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Mapping
+from typing import Any
+
+from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, accumulate_into, finish
+from .base import plan_chunks, reader_for, run_chunk
+
+__all__ = ["RunnerEngine"]
+
+
+def _chunk_task(processor: Any, spec: ChunkSpec, read_events: Any, checkpointer: Any, retries: int):
+    """The body of one chunk's Dask task (module level: pickled by reference)."""
+    return run_chunk(processor, spec, read_events, checkpointer, retries)
+
+
+class RunnerEngine(Engine):
+    """Chunks as independent tasks; see the module docstring and :meth:`Engine.run`."""
+
+    name = "runner"
+
+    def run(
+        self,
+        fileset: Mapping[str, Mapping[str, Any]],
+        meta: Mapping[tuple[str, str], Mapping[str, Any]],
+        processor: Any,
+        *,
+        client: Any = None,
+        chunksize: int,
+        retries: int = 0,
+        branches: Any = None,
+        checkpointer: Any = None,
+        progress: bool = False,
+        xrootd_timeout: float | None = None,
+    ) -> EngineResult:
+        specs = plan_chunks(fileset, meta, chunksize)
+        reader = reader_for(branches, xrootd_timeout)
+        records: dict[int, ChunkRecord] = {}
+        total: Any = None
+        with Progress(progress, len(specs), "chunks") as bar:
+            if client is None:
+                for i, spec in enumerate(specs):
+                    out, records[i] = run_chunk(processor, spec, reader, checkpointer, retries)
+                    total = accumulate_into(total, out)
+                    bar.advance()
+            elif specs:
+                total = self._distributed(client, specs, processor, reader, checkpointer, retries,
+                                          records, bar)
+        return EngineResult(finish(processor, total), [records[i] for i in range(len(specs))], self.name)
+
+    @staticmethod
+    def _distributed(client, specs, processor, reader, checkpointer, retries, records, bar) -> Any:
+        from distributed import as_completed
+
+        # The processor travels once (scattered), not once per task.
+        proc_future = client.scatter(processor, hash=False)
+        run_token = uuidlib.uuid4().hex[:12]  # fresh keys: a rerun must re-read, never reuse results
+        futures = [
+            client.submit(
+                _chunk_task, proc_future, spec, reader, checkpointer, retries,
+                key=f"jettracks-chunk-{i}-{run_token}", pure=False, retries=0,
+            )
+            for i, spec in enumerate(specs)
+        ]
+        index = {f.key: i for i, f in enumerate(futures)}
+        total: Any = None
+        try:
+            for future in as_completed(futures):
+                i = index[future.key]
+                try:
+                    out, records[i] = future.result()
+                except Exception as err:  # noqa: BLE001 - the task itself died (KilledWorker, ...)
+                    from ..accounting import error_line
+
+                    out, records[i] = None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)
+                future.release()  # the output is summed below: the cluster need not keep it
+                total = accumulate_into(total, out)
+                bar.advance()
+        except BaseException:
+            client.cancel(futures)  # an interrupted run leaves no task running
+            raise
+        finally:
+            proc_future.release()
+        return total

@@ -1,0 +1,338 @@
+"""Both engines (``runner``, ``dask-awkward``) give the same answer, chunk by chunk.
+
+Input: PFNano-layout files rewritten through uproot from the real CMS
+``pfnano.root`` (10 events each; every rewrite gets its own file UUID) and one
+faulty file per case. The bad file's metadata is read *before* it is damaged
+(missing, truncated, garbage), so the engines meet the damage chunk by chunk;
+a file whose metadata could not be read is in the fileset but not in ``meta``
+and must never reach an engine.
+
+Each case runs both engines on a real 2-process ``LocalCluster`` and in-process
+(``client=None``) and compares them with the serial ``runner`` (the reference):
+the records (file, entry range, status, error type, attempts), every histogram's
+``values(flow=True)``, the cut flow, the entries, the notices and the ML rows
+each run wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from jettracks.accounting import RunCheckpointer, file_metadata
+from jettracks.engines import ENGINES, ChunkSpec, chunk_steps, get_engine, plan_chunks, run_engine
+from processors.jet_tracks import JetTrackProcessor
+
+CMS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cms"
+PFNANO = CMS_DIR / "pfnano.root"
+CHUNKSIZE = 3  # 10 entries -> chunks [0,4) [4,8) [8,10)
+RETRIES = 1
+ENGINE_NAMES = sorted(ENGINES)
+FAULTS = ["none", "missing", "truncated", "garbage", "zero_entries", "missing_branch"]
+
+PF_BRANCHES = [
+    "run", "luminosityBlock", "event", "Jet_pt", "Jet_eta", "Jet_phi", "Jet_mass",
+    "Jet_hadronFlavour", "Jet_partonFlavour", "PFCands_pt", "PFCands_eta", "PFCands_phi",
+    "PFCands_charge", "PFCands_d0", "PFCands_d0Err", "PFCands_dz",
+]
+
+pytestmark = pytest.mark.skipif(not PFNANO.is_file(), reason=f"real CMS file absent: {PFNANO}")
+
+
+# -- input -----------------------------------------------------------------------------------
+def write_pfnano_like(path: Path, *, entry_stop=None, drop=()) -> Path:
+    """A PFNano-layout tree with the reader's branches (some dropped on request); a new file UUID."""
+    arrs = uproot.open(PFNANO)["Events"].arrays(PF_BRANCHES, entry_stop=entry_stop)
+    jet = {k[4:]: arrs[k] for k in arrs.fields if k.startswith("Jet_") and k not in drop}
+    pf = {k[8:]: arrs[k] for k in arrs.fields if k.startswith("PFCands_") and k not in drop}
+    data = {"run": arrs["run"], "luminosityBlock": arrs["luminosityBlock"], "event": arrs["event"],
+            "Jet": ak.zip(jet), "PFCands": ak.zip(pf)}
+    with uproot.recreate(path) as f:
+        f.mktree("Events", {k: v.type for k, v in data.items()}, counter_name=lambda n: "n" + n)
+        f["Events"].extend(data)
+    return path
+
+
+def _meta_of(path: Path) -> dict:
+    m = file_metadata(str(path), "Events", 30)
+    m["uuid_hex"] = bytes(m["uuid"]).hex()
+    return m
+
+
+def make_input(fault: str, tmp: Path) -> tuple[dict, dict, str | None]:
+    """``(fileset, meta, bad file)``: datasets ``a`` (good + bad file) and ``b`` (good file),
+    plus a file that was unreadable at metadata time (in the fileset, not in ``meta``)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    good = [write_pfnano_like(tmp / f"good{i}.root") for i in range(2)]
+    unreadable = tmp / "never_opened.root"  # metadata failed: never reaches an engine
+    files_a, bad = [str(good[0])], None
+    meta = {("a", str(good[0])): _meta_of(good[0]), ("b", str(good[1])): _meta_of(good[1])}
+    if fault != "none":
+        bad = tmp / f"bad_{fault}.root"
+        if fault == "zero_entries":
+            write_pfnano_like(bad, entry_stop=0)
+        elif fault == "missing_branch":
+            write_pfnano_like(bad, drop=("PFCands_d0Err",))
+        else:
+            write_pfnano_like(bad)
+        meta[("a", str(bad))] = _meta_of(bad)
+        # Damage after the metadata pass: the engines meet it in every chunk.
+        if fault == "missing":
+            bad.unlink()
+        elif fault == "truncated":
+            data = bad.read_bytes()
+            bad.write_bytes(data[: len(data) // 2])
+        elif fault == "garbage":
+            bad.write_bytes(np.random.default_rng(1).bytes(bad.stat().st_size))
+        files_a.append(str(bad))
+    files_a.append(str(unreadable))
+    pf = {"format": "pfnano", "is_mc": True}
+    fileset = {
+        "a": {"files": files_a, "treename": "Events", "metadata": dict(pf)},
+        "b": {"files": [str(good[1])], "treename": "Events", "metadata": dict(pf)},
+    }
+    return fileset, meta, str(bad) if bad is not None else None
+
+
+def _branches() -> list[str]:
+    return JetTrackProcessor().reader_for("pfnano").branches()
+
+
+def run(engine: str, fileset, meta, tmp: Path, *, client=None, processor=None, retries=RETRIES,
+        checkpoint_dir: Path | None = None):
+    """One engine run with its own checkpoint and ML directories under ``tmp``."""
+    proc = processor or JetTrackProcessor(ml_dir=str(tmp / "ml"))
+    return get_engine(engine).run(
+        fileset, meta, proc, client=client, chunksize=CHUNKSIZE, retries=retries,
+        branches=_branches(), checkpointer=RunCheckpointer(checkpoint_dir or tmp / "checkpoints"),
+        progress=False, xrootd_timeout=30,
+    )
+
+
+# -- comparisons ---------------------------------------------------------------------------------
+def _records(result) -> set[tuple]:
+    return {
+        (r.spec.dataset, r.spec.filename, r.spec.entrystart, r.spec.entrystop, r.status, r.error_type,
+         r.attempts)
+        for r in result.records
+    }
+
+
+def _ml_rows(parts) -> ak.Array | None:
+    if not parts:
+        return None
+    arr = ak.concatenate([ak.from_parquet(p) for p in parts])
+    order = np.lexsort((
+        ak.to_numpy(arr["jet_index"]), ak.to_numpy(arr["event"]), ak.to_numpy(arr["lumi"]),
+        ak.to_numpy(arr["run"]), np.asarray(ak.to_list(arr["dataset"])),
+    ))
+    return arr[order]
+
+
+def assert_same_output(got, want) -> None:
+    """Same histograms (per dataset, ``values(flow=True)``), cut flow, entries, notices, ML rows."""
+    g, w = got.output, want.output
+    assert sorted(g.get("hists", {})) == sorted(w.get("hists", {}))
+    for name, hw in w.get("hists", {}).items():
+        hg = g["hists"][name]
+        assert sorted(hg.axes["dataset"]) == sorted(hw.axes["dataset"]), name
+        for ds in hw.axes["dataset"]:
+            np.testing.assert_array_equal(
+                hg[{"dataset": ds}].values(flow=True), hw[{"dataset": ds}].values(flow=True),
+                err_msg=f"{name}/{ds}",
+            )
+    for key in ("cutflow", "entries", "notices"):
+        assert g.get(key) == w.get(key), key
+    assert sorted(Path(p).name for p in g.get("ml_parts", [])) == sorted(
+        Path(p).name for p in w.get("ml_parts", [])
+    )
+    rows_g, rows_w = _ml_rows(g.get("ml_parts", [])), _ml_rows(w.get("ml_parts", []))
+    assert (rows_g is None) == (rows_w is None)
+    if rows_w is not None:
+        assert rows_g.fields == rows_w.fields
+        for field in rows_w.fields:
+            assert ak.array_equal(rows_g[field], rows_w[field], equal_nan=True), field
+
+
+# -- tests ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("entries", [0, 1, 9, 10, 11, 99, 100, 101, 1234])
+@pytest.mark.parametrize("chunksize", [1, 3, 4, 10, 37, 100])
+def test_chunk_steps_are_coffeas(entries, chunksize):
+    from coffea.processor.executor import FileMeta
+
+    fm = FileMeta("ds", "f.root", "Events", {"numentries": entries, "uuid": b"0" * 16})
+    assert chunk_steps(entries, chunksize) == [(c.entrystart, c.entrystop) for c in fm.chunks(chunksize, False)]
+
+
+def test_registry_and_plan(tmp_path):
+    assert set(ENGINES) == {"runner", "dask-awkward"}
+    assert {get_engine(n).name for n in ENGINES} == set(ENGINES)
+    with pytest.raises(ValueError, match="unknown engine 'spark'.*dask-awkward"):
+        get_engine("spark")
+    fileset, meta, _ = make_input("zero_entries", tmp_path)
+    specs = plan_chunks(fileset, meta, CHUNKSIZE)
+    assert [(s.dataset, Path(s.filename).name, s.entrystart, s.entrystop) for s in specs] == [
+        ("a", "good0.root", 0, 4), ("a", "good0.root", 4, 8), ("a", "good0.root", 8, 10),
+        ("a", "bad_zero_entries.root", 0, 0),
+        ("b", "good1.root", 0, 4), ("b", "good1.root", 4, 8), ("b", "good1.root", 8, 10),
+    ]
+    import uuid
+
+    uuid.UUID(specs[0].fileuuid)  # coffea's form, as in events.metadata["fileuuid"]
+    assert specs[0].events_metadata() == {
+        "dataset": "a", "filename": specs[0].filename, "treename": "Events", "entrystart": 0,
+        "entrystop": 4, "fileuuid": specs[0].fileuuid, "format": "pfnano", "is_mc": True,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", FAULTS)
+def test_engines_agree_per_fault(fault, tmp_path, local_client):
+    fileset, meta, bad = make_input(fault, tmp_path / "input")
+    reference = run("runner", fileset, meta, tmp_path / "ref")
+    results = {
+        (engine, where): run(engine, fileset, meta, tmp_path / f"{engine}-{where}",
+                             client=local_client if where == "cluster" else None)
+        for engine in ENGINE_NAMES
+        for where in ("cluster", "serial")
+        if (engine, where) != ("runner", "serial")
+    }
+
+    # What the reference itself must say.
+    never = str(Path(fileset["a"]["files"][-1]))
+    assert all(r.spec.filename != never for r in reference.records)
+    n_good = 6  # 2 good files x 3 chunks
+    ok = [r for r in reference.records if r.status == "ok"]
+    failed = reference.failures
+    if fault in ("none", "zero_entries"):
+        assert not failed and len(ok) == n_good + (fault == "zero_entries")
+        assert reference.output["cutflow"]["a"]["entries"] == 10
+        if fault == "zero_entries":
+            assert reference.output["entries"][bad] == 0
+    else:
+        assert len(ok) == n_good and len(failed) == 3
+        assert {r.spec.filename for r in failed} == {bad}
+        for r in failed:
+            assert r.error and "\n" not in r.error
+            assert 1 <= r.attempts <= RETRIES + 1
+        if fault in ("missing", "missing_branch", "garbage"):  # permanent: tried once
+            assert {r.attempts for r in failed} == {1}, [r.error for r in failed]
+        if fault == "missing":
+            assert {r.error_type for r in failed} == {"FileNotFoundError"}
+        if fault == "missing_branch":
+            assert all("PFCands_d0Err" in r.error for r in failed), [r.error for r in failed]
+        assert bad not in reference.output["entries"]
+        assert reference.failures_as_chunkfailures()[0].line().startswith(f"{bad} entries 0-4: ")
+    assert reference.output["cutflow"]["b"]["entries"] == 10
+    assert reference.n_chunks == len(reference.records) == len(plan_chunks(fileset, meta, CHUNKSIZE))
+    assert reference.from_checkpoint == 0
+    assert len(reference.chunk_times()) == len(ok)
+
+    for (engine, where), result in results.items():
+        assert result.engine == engine
+        assert _records(result) == _records(reference), (engine, where)
+        assert [r.spec for r in result.records] == [r.spec for r in reference.records]
+        assert_same_output(result, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+@pytest.mark.parametrize("where", ["cluster", "serial"])
+def test_resume_redoes_exactly_the_missing_chunks(engine, where, tmp_path, local_client):
+    """Delete some checkpoints (and, for another chunk, only its ML part): a rerun loads the
+    rest, redoes those, and ends with the fresh run's output and ML rows."""
+    client = local_client if where == "cluster" else None
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    ckpt, work = tmp_path / "checkpoints", tmp_path / "work"
+    first = run(engine, fileset, meta, work, client=client, checkpoint_dir=ckpt)
+    assert {r.status for r in first.records} == {"ok"} and first.from_checkpoint == 0
+
+    checkpointer = RunCheckpointer(ckpt)
+    specs = [r.spec for r in first.records]
+    gone_checkpoint, gone_part = specs[1], specs[4]
+    checkpointer.filepath(gone_checkpoint.events_metadata()).unlink()
+    part = next(p for p in first.output["ml_parts"]
+                if p.endswith(f"-{gone_part.entrystart}-{gone_part.entrystop}.parquet")
+                and gone_part.fileuuid in p)
+    os.unlink(part)  # its checkpoint stays but is incomplete: RunCheckpointer.load refuses it
+
+    again = run(engine, fileset, meta, work, client=client, checkpoint_dir=ckpt)
+    status = {r.spec: r.status for r in again.records}
+    assert status.pop(gone_checkpoint) == "ok" and status.pop(gone_part) == "ok"
+    assert set(status.values()) == {"checkpoint"}
+    assert again.from_checkpoint == len(specs) - 2
+    assert {r.attempts for r in again.records if r.status == "checkpoint"} == {0}
+
+    fresh = run(engine, fileset, meta, tmp_path / "fresh", client=client)
+    assert_same_output(again, fresh)
+    assert all(os.path.exists(p) for p in again.output["ml_parts"])
+
+
+@pytest.mark.slow
+def test_checkpoints_of_coffeas_runner_load(tmp_path, local_client):
+    """Checkpoints written by coffea's Runner with RunCheckpointer (the previous engine) are
+    found and loaded by both engines: same paths, same ``{"out": ...}`` layout."""
+    from coffea import processor as coffea_processor
+    from coffea.nanoevents import BaseSchema
+
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    readable = {ds: {**spec, "files": [f for f in spec["files"] if (ds, f) in meta]}
+                for ds, spec in fileset.items()}
+    ckpt = tmp_path / "checkpoints"
+    runner = coffea_processor.Runner(
+        executor=coffea_processor.IterativeExecutor(), schema=BaseSchema, chunksize=CHUNKSIZE,
+        savemetrics=True, checkpointer=RunCheckpointer(ckpt),
+    )
+    proc = JetTrackProcessor(ml_dir=str(tmp_path / "ml"))
+    want, _metrics = runner(readable, proc, iteritems_options={"filter_name": _branches()})
+    for engine in ENGINE_NAMES:
+        got = run(engine, fileset, meta, tmp_path / engine, client=local_client, checkpoint_dir=ckpt)
+        assert {r.status for r in got.records} == {"checkpoint"}, engine
+        assert got.output["cutflow"] == want["cutflow"]
+        for name, h in want["hists"].items():
+            np.testing.assert_array_equal(got.output["hists"][name].values(flow=True), h.values(flow=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+@pytest.mark.parametrize("kind", ["transient", "permanent"])
+def test_retries(engine, kind, tmp_path, local_client):
+    """A transient error is attempted ``retries + 1`` times, a permanent one once, on every engine."""
+    from processors.testing import FailingProcessor
+
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    retries = 2
+    want_attempts = retries + 1 if kind == "transient" else 1
+    for where, client in (("cluster", local_client), ("serial", None)):
+        log = tmp_path / f"attempts-{where}.log"
+        proc = FailingProcessor(kind=kind, attempts_log=str(log))
+        result = run(engine, fileset, meta, tmp_path / where, client=client, processor=proc, retries=retries)
+        assert len(result.failures) == result.n_chunks == 6
+        assert {r.attempts for r in result.records} == {want_attempts}, where
+        assert {r.error_type for r in result.records} == (
+            {"ConnectionError"} if kind == "transient" else {"KeyInFileError"}
+        )
+        lines = log.read_text().splitlines()
+        assert len(lines) == 6 * want_attempts
+        assert {lines.count(line) for line in lines} == {want_attempts}
+        assert result.output == {}
+        assert not list((tmp_path / where / "checkpoints").rglob("*.pkl"))  # failures are not checkpointed
+
+
+def test_run_engine_adapter(tmp_path):
+    """``run_engine`` takes the executor config's chunksize, retries and timeout."""
+    from types import SimpleNamespace
+
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    ex = SimpleNamespace(chunksize=5, retries=0, xrootd_timeout=30)
+    proc = JetTrackProcessor()
+    result = run_engine("runner", fileset, meta, proc, client=None, ex=ex, branches=_branches(),
+                        checkpointer=None, progress=False)
+    assert [(r.spec.entrystart, r.spec.entrystop) for r in result.records] == [(0, 5), (5, 10)] * 2
+    assert result.output["cutflow"]["a"]["entries"] == result.output["cutflow"]["b"]["entries"] == 10
+    assert isinstance(result.records[0].spec, ChunkSpec)

@@ -390,6 +390,12 @@ def _write_hdf5(ml_dir: Path, parts: list[Path]) -> Path:
     return path
 
 
+def _first_dataset(m: Mapping[str, Any]) -> str:
+    """A dataset of the manifest for the README's one-dataset example (``DATASET`` if none)."""
+    names = sorted(m.get("rows_per_dataset") or {})
+    return names[0] if names else "DATASET"
+
+
 def _readme(m: Mapping[str, Any]) -> str:
     lines = [
         "# jettracks ML dataset",
@@ -397,12 +403,15 @@ def _readme(m: Mapping[str, Any]) -> str:
         "One row per selected jet; track columns are variable-length lists (or fixed-length",
         "`pad_*` arrays with `pad_mask`). Units: GeV, cm, radians.",
         "",
-        "Read it back in one line:",
+        "Read it back in one line (from the run directory, the parent of `ml/`). Datasets of",
+        "different formats have different columns: take the union of the columns (absent",
+        "values NaN/None) or read one dataset's parts (`ml/part-DATASET-*.parquet`):",
         "",
         "```python",
-        "import glob, pandas as pd; df = pd.read_parquet(glob.glob('ml/part-*.parquet'))  # pandas",
-        "import pyarrow.dataset as ds; t = ds.dataset('ml', format='parquet', exclude_invalid_files=True).to_table()  # pyarrow",
-        "import awkward as ak; a = ak.from_parquet('ml/part-*.parquet')  # awkward",
+        "import glob; parts = glob.glob('ml/part-*.parquet')  # every dataset's parts",
+        "import pandas as pd; df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)  # pandas, union of columns",
+        "import pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet as pq; t = ds.dataset(parts, schema=pa.unify_schemas([pq.read_schema(p) for p in parts])).to_table()  # pyarrow",
+        f"import awkward as ak; a = ak.from_parquet('ml/part-{_first_dataset(m)}-*.parquet')  # awkward, one dataset",
         "```",
         "",
         f"Rows: {m['rows']:,} in {m['parts']} parts.",

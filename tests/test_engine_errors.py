@@ -90,10 +90,10 @@ class _FailsOnSecondFile(JetTrackProcessor):
 
 
 def test_processing_error_names_the_chunk(good, tmp_path, cms_dir):
-    from jettracks.engine_dask_awkward import DaskAwkwardEngineError, run_dask_awkward
-
     # A second file with other event numbers: the processor fails on it only.
     import awkward as ak
+
+    from jettracks.engine_dask_awkward import DaskAwkwardEngineError, run_dask_awkward
 
     arrs = uproot.open(good)["Events"].arrays(PF_BRANCHES)
     other = tmp_path / "other.root"

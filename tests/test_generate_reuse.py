@@ -156,15 +156,15 @@ def test_cli_generate_reuses_and_refuses(tmp_path, project_root):
     base = [sys.executable, "-m", "runner", "generate", "--format", "jetntuple", "--files", "2",
             "--events-per-file", "5", "--out", str(out)]
     env_cwd = {"cwd": project_root, "capture_output": True, "text": True, "timeout": 300}
-    first = subprocess.run([*base, "--seed", "3"], **env_cwd)
+    first = subprocess.run([*base, "--seed", "3"], check=False, **env_cwd)
     assert first.returncode == 0, first.stderr
-    again = subprocess.run([*base, "--seed", "3"], **env_cwd)
+    again = subprocess.run([*base, "--seed", "3"], check=False, **env_cwd)
     assert again.returncode == 0, again.stderr
-    refused = subprocess.run([*base, "--seed", "8"], **env_cwd)
+    refused = subprocess.run([*base, "--seed", "8"], check=False, **env_cwd)
     assert refused.returncode != 0
     err_lines = [ln for ln in refused.stderr.splitlines() if ln.strip()]
     assert len(err_lines) == 1 and "seed 3 -> 8" in err_lines[0]
-    replaced = subprocess.run([*base, "--seed", "8", "--overwrite"], **env_cwd)
+    replaced = subprocess.run([*base, "--seed", "8", "--overwrite"], check=False, **env_cwd)
     assert replaced.returncode == 0, replaced.stderr
     assert _events(out / "jetntuple_0000.root") == _events(
         generate_file(tmp_path / "r.root", format="jetntuple", n_events=5, seed=8, file_index=0))

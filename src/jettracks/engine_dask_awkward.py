@@ -102,7 +102,7 @@ def smoke_test(scheduler: Any = "sync") -> None:
     import dask
     import dask_awkward as dak
     import hist
-    import hist.dask  # noqa: F401  (not imported by `import hist`)
+    import hist.dask
 
     try:
         arr = dak.from_awkward(ak.Array([[1.0, 2.0], [], [3.0], [4.0, 5.0]]), npartitions=2)
@@ -239,7 +239,7 @@ class _PartitionAnalysis:
             return ak.Array(row.layout.to_typetracer(forget_length=True))
         try:
             return self.row(events, info)
-        except Exception as err:  # name the chunk: dask's traceback does not
+        except Exception as err:  # noqa: BLE001 - any failure: name the chunk (dask's traceback does not)
             message = f"{_chunk_name(info)}: {_error_text(err)}"
         # Raised outside the except block: no chained context, so the line is the error.
         raise DaskAwkwardEngineError(message)
@@ -308,7 +308,7 @@ def _chunk_name(info) -> str:
     try:
         rec = info[0]
         return f"{rec['file']} entries {int(rec['start'])}-{int(rec['stop'])}"
-    except Exception:  # pragma: no cover - info is always one row
+    except Exception:  # noqa: BLE001  # pragma: no cover - info is always one row
         return "?"
 
 
@@ -461,7 +461,7 @@ def build_graph(
     """
     import dask_awkward as dak
     import hist
-    import hist.dask  # noqa: F401  (explicit: coffea >= 2026 does not import it)
+    import hist.dask
     from coffea.nanoevents import BaseSchema, NanoEventsFactory
 
     for attr in ("analyse", "fill", "cutflow"):

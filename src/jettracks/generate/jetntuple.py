@@ -47,7 +47,7 @@ import numpy as np
 import uproot
 
 from . import _rootio
-from .model import (
+from .physics import (
     M_E,
     M_K,
     M_KL,

@@ -124,18 +124,15 @@ import math
 
 import numpy as np
 
-from .model import (
+from .detector import finish_events
+from .jets import constituents, gen_truth, jet_flavour, pileup_vertices
+from .physics import (
     _TWO_PI,
     Events,
     ModelOptions,
     _choice,
-    _constituents,
-    _finish,
-    _gen_truth,
     _group_sum,
-    _jet_flavour,
     _local_index,
-    _pileup_vertices,
     _power_law,
     wrap_phi,
 )
@@ -240,7 +237,7 @@ def _calo_direction(vx, vy, vz, z0, eta, phi):
 
 def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: int) -> Events:
     """``n`` LLP signal events (see the module docstring); ``o`` validated options."""
-    mu_true, n_pu, pv_z = _pileup_vertices(rng, o, n)
+    mu_true, n_pu, pv_z = pileup_vertices(rng, o, n)
     big_m, m = float(o.mediator_mass), float(o.llp_mass)
     k = int(o.llp_per_event)
     q_id, m_q = _QUARK_MASS[o.llp_decay]
@@ -327,7 +324,7 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
     is_q = pj_quark >= 0
     pj_llp = np.where(is_q, q_llp[np.maximum(pj_quark, 0)], -1) if npj else np.zeros(0, np.int64)
 
-    fl = _jet_flavour(rng, o, npj)
+    fl = jet_flavour(rng, o, npj)
     qpdg = q_pdg[np.maximum(pj_quark, 0)] if npj else np.zeros(0, np.int32)
     fl["is_gluon"] = np.where(is_q, False, fl["is_gluon"])
     fl["sign"] = np.where(is_q, np.sign(qpdg), fl["sign"])
@@ -339,7 +336,7 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
     fl["n_b_had"] = np.where(is_q, 1 if q_id == 5 else 0, fl["n_b_had"])
     fl["n_c_had"] = np.where(is_q, 0, fl["n_c_had"])
 
-    con = _constituents(rng, o, pj_pt, pj_eta, pj_phi, fl["is_gluon"], fl["hadron"], fl["sign"])
+    con = constituents(rng, o, pj_pt, pj_eta, pj_phi, fl["is_gluon"], fl["hadron"], fl["sign"])
     cj = con["cj"]
     c_llp = pj_llp[cj]
     c_event = pj_event[cj]
@@ -417,7 +414,7 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
     j_event = pj_event[sel]
     n_jets = np.bincount(j_event, minlength=n).astype(np.int64)
     pt, eta, phi = pt_corr[sel], f_eta[sel], f_phi[sel]
-    truth = _gen_truth(rng, pt, eta, phi, jfl)
+    truth = gen_truth(rng, pt, eta, phi, jfl)
     is_llp_jet = j_llp >= 0
     truth["parton"] = np.where(is_llp_jet, jfl["true_flav"], truth["parton"])
     truth["phys"] = np.where(is_llp_jet, jfl["true_flav"], truth["phys"])
@@ -477,7 +474,7 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
         },
     }
     evt = {"mu_true": mu_true, "n_pu": n_pu, "pv_z": pv_z, "pthat": pthat}
-    return _finish(
+    return finish_events(
         n, rng, o, file_index, "llp", evt, jet, con_out,
         cand_extra={"llp": c_llp},
         jet_extra={"llp": j_llp, "genPartMother": mother},

@@ -49,9 +49,9 @@ import numpy as np
 import uproot
 
 from . import _rootio
-from .model import Events, _local_index, _offsets
+from .physics import Events, _local_index, _offsets
 
-__all__ = ["DEFAULTS", "BRANCHES", "TREE", "write"]
+__all__ = ["BRANCHES", "DEFAULTS", "TREE", "write"]
 
 #: Tree path in the file.
 TREE = "Events"

@@ -28,8 +28,8 @@ import json
 import os
 import re
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["SIDECAR", "GenerateError", "Plan", "plan_generation", "write_record"]

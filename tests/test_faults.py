@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,14 +44,19 @@ def write_pfnano_like(path: Path, source: Path, *, entry_stop=None, drop=()):
     return path
 
 
+def copy_with_new_uuid(src: Path, dst: Path) -> Path:
+    """A byte copy of a ROOT file under a fresh file UUID (a plain copy is the same file:
+    a run processes files of one UUID once)."""
+    import uuid
+
+    old = uproot.open(src).file.fUUID
+    dst.write_bytes(src.read_bytes().replace(bytes(old), uuid.uuid4().bytes))
+    return dst
+
+
 @pytest.fixture
 def good_files(cms_dir, tmp_path):
-    out = []
-    for i in range(3):
-        dst = tmp_path / f"good{i}.root"
-        shutil.copyfile(cms_dir / "pfnano.root", dst)
-        out.append(dst)
-    return out
+    return [copy_with_new_uuid(cms_dir / "pfnano.root", tmp_path / f"good{i}.root") for i in range(3)]
 
 
 def _cfg(files, out, *, processor="processors.jet_tracks:JetTrackProcessor", options=None, chunksize=4):

@@ -166,6 +166,14 @@ def test_missing_files_from_names_the_key_and_the_path_beside_the_config(tmp_pat
     assert str(err.value).startswith(f"datasets.qcd.files_from: cannot read {tmp_path / 'cfg' / 'index.txt'}")
 
 
+
+def test_files_from_listing_only_comments_is_one_line(tmp_path):
+    (tmp_path / "index.txt").write_text("# nothing yet\n   # still nothing\n")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(_cfg([], tmp_path / "out", files_from="index.txt")))
+    with pytest.raises(RunError, match=r"^datasets\.qcd\.files_from: .*index\.txt lists no file$"):
+        run_config(path, progress=False, console=_console())
+
 # -- task: a bad first file ------------------------------------------------------------------
 
 

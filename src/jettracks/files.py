@@ -368,8 +368,9 @@ def dataset_files(
     and reports them.
 
     Raises:
-        FileListError: a glob that matches nothing, an unreadable index file, or
-            a remote directory that cannot be listed (one line naming the key).
+        FileListError: a glob that matches nothing, an unreadable index file (or
+            one that lists nothing while ``files`` is empty), or a remote
+            directory that cannot be listed (one line naming the key).
     """
     entries: list[tuple[str, str]] = [(f"datasets.{dataset}.files", str(p)) for p in files]
     if files_from:
@@ -379,6 +380,8 @@ def dataset_files(
         except (OSError, UnicodeDecodeError) as err:
             reason = getattr(err, "strerror", None) or f"{err.__class__.__name__}: {err}"
             raise FileListError(f"datasets.{dataset}.files_from: cannot read {index}: {reason}") from None
+        if not listed and not files:
+            raise FileListError(f"datasets.{dataset}.files_from: {index} lists no file")
         entries += [(f"datasets.{dataset}.files_from: {index}", p) for p in listed]
     out: list[str] = []
     for key, pattern in entries:

@@ -199,7 +199,8 @@ def _cmd_generate(args) -> int:
     except ValueError as err:
         print(f"generate error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(paths)} files in {args.out}")
+    message = getattr(paths, "message", None)  # reused / completed / replaced / generated
+    print(message or f"{len(paths)} files in {args.out}")
     return 0
 
 

@@ -174,3 +174,30 @@ def test_unreadable_file_is_reported_as_unreadable(files, tmp_path):
     with pytest.raises(RunError) as err:
         run_config(_cfg([*files[:1], bad], tmp_path / "run"), progress=False)
     assert f"{bad} unreadable:" in str(err.value) and "entries 0-0" not in str(err.value)
+
+
+def test_report_of_a_failed_rerun_does_not_keep_the_earlier_ok(files, tmp_path):
+    out = tmp_path / "run"
+    assert run_config(_cfg(files[:1], out), progress=False).report["status"] == "ok"
+    files[0].write_bytes(b"\0" * 1000)  # the only file is now unreadable: the run stops before processing
+    with pytest.raises(RunError) as err:
+        run_config(_cfg(files[:1], out), progress=False)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "failed" and rep["error"] == str(err.value)
+
+
+def test_generated_dataset_with_other_parameters_is_refused(tmp_path):
+    from jettracks.config import ConfigError
+
+    def cfg(seed):
+        return {
+            "datasets": {"qcd": {"files": [str(tmp_path / "gen" / "pfnano_*.root")], "format": "pfnano",
+                                 "generate": {"files": 1, "events_per_file": 40, "seed": seed}}},
+            "executor": {"backend": "serial"},
+            "output": {"dir": str(tmp_path / f"run{seed}"), "plots": False},
+        }
+
+    first = run_config(cfg(1), progress=False)
+    with pytest.raises(ConfigError, match=r"datasets\.qcd\.generate: .*seed 1 -> 2"):
+        run_config(cfg(2), progress=False)
+    assert run_config(cfg(1), progress=False, output_dir=tmp_path / "again").report["cutflow"] == first.report["cutflow"]

@@ -117,7 +117,7 @@ def _listed_files(name: str, ds: DatasetConfig, base_dir, timeout: int) -> list[
         raise RunError(str(err)) from None
 
 
-def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client) -> list[str]:
+def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, console=None) -> list[str]:
     """The dataset's files, repeats included (the caller drops and reports them), generating
     the files first when a pattern matches nothing and ``generate`` is set.
 
@@ -125,11 +125,10 @@ def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client) -> 
     relative to the config file's directory, as the patterns are.
     """
     timeout = cfg.executor.xrootd_timeout
-    try:
+    if ds.generate is None:
         return _listed_files(name, ds, cfg.base_dir, timeout)
-    except RunError:
-        if ds.generate is None:
-            raise
+    # Always asked, not only when nothing matches: the generator reuses files made with
+    # the same parameters and refuses files made with others (another seed or size).
     from . import generate
     from .files import resolve_local
 
@@ -142,16 +141,21 @@ def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client) -> 
         raise RunError(f"datasets.{name}.generate.out: give the directory to generate the files in")
     if ds.format not in generate.FORMATS:
         raise RunError(f"datasets.{name}.generate: format {ds.format!r} cannot be generated")
-    generate.generate_dataset(
-        out,
-        format=ds.format,
-        n_files=gen.files,
-        events_per_file=gen.events_per_file,
-        seed=gen.seed,
-        process=gen.process,
-        client=client,
-        **gen.options,
-    )
+    try:
+        made = generate.generate_dataset(
+            out,
+            format=ds.format,
+            n_files=gen.files,
+            events_per_file=gen.events_per_file,
+            seed=gen.seed,
+            process=gen.process,
+            client=client,
+            **gen.options,
+        )
+    except ValueError as err:
+        raise ConfigError(f"datasets.{name}.generate: {' '.join(str(err).split())}") from None
+    if getattr(made, "action", "") != "reused" and getattr(made, "message", None) and console is not None:
+        console.print(f"datasets.{name}: {made.message}")
     return _listed_files(name, ds, cfg.base_dir, timeout)
 
 
@@ -207,7 +211,7 @@ def _prepare_datasets(
     from .files import SharedFileError, deduplicate, file_identity
 
     timeout = cfg.executor.xrootd_timeout
-    lists = {name: _files_or_generate(name, ds, cfg, client) for name, ds in cfg.datasets.items()}
+    lists = {name: _files_or_generate(name, ds, cfg, client, console) for name, ds in cfg.datasets.items()}
     try:
         lists, dropped = deduplicate(lists, lambda ds, f: file_identity(f), by="path")
     except SharedFileError as err:
@@ -394,10 +398,31 @@ def run_config(
     if claimed.removed or claimed.kept:
         console.print(describe_removal(claimed.removed, claimed.kept))
     with state, cluster.capture_dask_logs(out_dir / "logs" / "dask.log", verbose=verbose):
-        return _run_claimed(
-            cfg, state, proc, ml_dir, client=client, progress=progress,
-            skip_bad_files=skip_bad_files, refresh=refresh, console=console,
-        )
+        try:
+            return _run_claimed(
+                cfg, state, proc, ml_dir, client=client, progress=progress,
+                skip_bad_files=skip_bad_files, refresh=refresh, console=console,
+            )
+        except (RunError, ConfigError) as err:
+            # Whatever stopped the run, report.json must not keep an earlier run's "ok".
+            _record_failure(out_dir, cfg.name, state.fingerprint, str(err))
+            raise
+
+
+def _record_failure(out_dir: Path, name: str, fingerprint: str, message: str) -> None:
+    """A minimal failed ``report.json``, unless the run already wrote its full failed report."""
+    from .outputs import save_report
+
+    try:
+        old = json.loads((out_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        old = {}
+    if old.get("status") == "failed" and old.get("error") == message:
+        return
+    try:
+        save_report(out_dir, {"name": name, "status": "failed", "error": message, "fingerprint": fingerprint})
+    except OSError:
+        pass  # the one-line error still reaches the user; the disk may be full
 
 
 def fingerprint_config(cfg: RunConfig) -> dict[str, Any]:

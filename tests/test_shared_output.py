@@ -25,7 +25,7 @@ from pathlib import Path
 
 import awkward as ak
 import pytest
-from services import service_unavailable
+from jettracks_testing.plugin import service_unavailable
 
 from jettracks.execution import RunError, run_config
 from jettracks.shared_output import PROBE_PREFIX, OutputGuard, OutputProbePlugin
@@ -203,13 +203,13 @@ def test_worker_without_the_output_directory_stops_the_run(cluster, masked, samp
 def test_worker_joining_after_the_probe_is_refused(cluster, masked, sample, monkeypatch):
     from distributed import get_task_stream
 
-    from jettracks import execution
+    from jettracks import datasets
 
     out = masked / "out"
     cluster.worker("good")
     good = _wait_for_names(cluster.client, {"good"})["good"]
     started: dict[str, object] = {}
-    prepare = execution._prepare_datasets
+    prepare = datasets.prepare_datasets
 
     def prepare_then_add_bad_worker(*args, **kwargs):
         # Runs after the probe and the plugin registration, before any chunk is submitted.
@@ -218,7 +218,7 @@ def test_worker_joining_after_the_probe_is_refused(cluster, masked, sample, monk
         started["addr"] = _wait_for_names(cluster.client, {"good", "bad-late"})["bad-late"]
         return prepare(*args, **kwargs)
 
-    monkeypatch.setattr(execution, "_prepare_datasets", prepare_then_add_bad_worker)
+    monkeypatch.setattr(datasets, "prepare_datasets", prepare_then_add_bad_worker)
     with get_task_stream(cluster.client) as stream:
         run = run_config(_config(sample, out), client=cluster.client, output_dir=out, progress=False)
 

@@ -1,6 +1,5 @@
 """Nothing lost: per-file metadata, per-chunk failure capture and checkpoints.
 
-- :func:`file_metadata` reads entries and UUID of one file (run on workers);
 - :class:`AccountingDaskExecutor` is a coffea ``DaskExecutor`` that runs every
   chunk to completion, accumulates results as they arrive, and records each
   chunk that still fails after its retries instead of abandoning the run;
@@ -30,7 +29,6 @@ __all__ = [
     "AccountingDaskExecutor",
     "ChunkFailure",
     "RunCheckpointer",
-    "file_metadata",
     "is_permanent",
 ]
 
@@ -97,21 +95,6 @@ def readable_fileset(fileset: dict, meta: dict) -> dict:
         if files:
             good[ds] = {**spec, "files": files}
     return good
-
-
-def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
-    """Entries and file UUID of one ROOT file (``numentries``, ``uuid`` bytes).
-
-    Raises the reading error unchanged: the caller records it against the file.
-    """
-    import uproot
-
-    from .files import AutoSource
-
-    handler = {"handler": AutoSource} if AutoSource is not None else {}
-    with uproot.open({filename: None}, timeout=timeout, **handler) as f:
-        tree = f[treename]
-        return {"numentries": int(tree.num_entries), "uuid": f.file.fUUID}
 
 
 @dataclass

@@ -996,6 +996,12 @@ def _forward_worker_logs(client) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def serial() -> Iterator[ClusterHandle]:
+    """No cluster: every chunk runs in this process (``backend: serial``; the reference run)."""
+    yield ClusterHandle(None, "serial", {"workers": 1, "processes": "this one"})
+
+
+@contextlib.contextmanager
 def connect(executor, *, client=None, processor_class: str | None = None) -> Iterator[ClusterHandle]:
     """Start or attach to the cluster an :class:`~jettracks.config.ExecutorConfig` names.
 

@@ -395,12 +395,16 @@ def apply_overrides(
     max_files: int | None = None,
     scheduler: str | None = None,
     backend: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+    plots: bool | None = None,
 ) -> RunConfig:
-    """A copy of ``cfg`` with command-line overrides of ``executor`` keys, validated like the file.
+    """A copy of ``cfg`` with command-line overrides, validated like the file.
 
     Args:
         workers, chunksize, max_files: replace ``executor.<key>`` (None: keep).
         scheduler: a scheduler address; sets ``backend: scheduler`` too.
+        output_dir: replace ``output.dir`` (an empty path is an error, never the cwd).
+        plots: replace ``output.plots``.
         backend: replace ``executor.backend`` (applied after ``scheduler``). The
             config's ``executor.cluster`` options are validated against the new
             backend.
@@ -423,6 +427,12 @@ def apply_overrides(
     check_executor(ex)
     out = cfg.model_copy(deep=True)
     out.executor = ex
+    if output_dir is not None:
+        out.output.dir = os.fspath(output_dir)
+    if plots is not None:
+        out.output.plots = bool(plots)
+    if not out.output.dir.strip():
+        raise ConfigError("output.dir: empty path; give the run's output directory")
     return out
 
 

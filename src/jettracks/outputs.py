@@ -13,7 +13,6 @@ Every file is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Mapping
@@ -156,9 +155,65 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def save_report(out_dir: Path, report: Mapping[str, Any]) -> Path:
-    """Write ``report.json`` (atomic)."""
+def save_report(out_dir: Path, report: Any) -> Path:
+    """Write ``report.json`` (atomic) from a :class:`~jettracks.report.RunReport` (or a mapping)."""
+    from .report import RunReport
+
     path = out_dir / "report.json"
+    if not isinstance(report, RunReport):
+        report = RunReport.model_validate(_jsonable(report))
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(report), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(report.to_json())
     return path
+
+
+def write_outputs(
+    cfg: Any,
+    out_dir: Path,
+    report: Any,
+    output: Mapping[str, Any],
+    *,
+    console: Any = None,
+) -> None:
+    """The run's outputs after its chunks: histograms, the ML dataset's manifest, plots.
+
+    The ML dataset is exactly the parts in ``output["ml_parts"]`` (this run's chunks);
+    ``report`` gets ``ml_dataset`` and ``plots``.
+
+    Raises:
+        FileNotFoundError: an ML part of this run is missing at the client.
+        OSError: a write failed (full disk, read-only directory).
+    """
+    from .report import MLDatasetSummary
+
+    hists, cutflow = output.get("hists", {}), output.get("cutflow", {})
+    ml_parts = output.get("ml_parts", [])
+    if hists:
+        save_hists(out_dir, hists, cutflow)
+    ml_dir = out_dir / "ml"
+    if cfg.output.ml and (ml_dir.exists() or ml_parts):
+        from . import mldata
+
+        manifest = mldata.finalize(
+            ml_dir,
+            parts=[Path(p).name for p in ml_parts],
+            config=report["config"],
+            selection=dict(cfg.processor.options),
+            versions=report["provenance"]["versions"],
+            hdf5=cfg.output.ml_dataset.hdf5,
+        )
+        if manifest["removed_stale"] and console is not None:
+            console.print(
+                f"ml: removed {len(manifest['removed_stale'])} part(s) left by earlier runs "
+                "that are not part of this run"
+            )
+        report["ml_dataset"] = MLDatasetSummary(
+            dir=str(ml_dir),
+            rows=manifest["rows"],
+            parts=len(manifest["part_files"]),
+            rows_per_split=manifest["rows_per_split"],
+            hdf5=manifest.get("hdf5"),
+        )
+    if cfg.output.plots and hists:
+        is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
+        report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc)]

@@ -206,7 +206,7 @@ class OutputGuard:
     def _start(self, client) -> None:
         if client is None:
             return
-        from .execution import RunError
+        from .errors import RunError
 
         self.client = client
         self.token = secrets.token_hex(8)
@@ -289,7 +289,7 @@ class OutputGuard:
             RunError: something is missing; ``report`` then has status ``failed``
                 and ``missing_outputs``, and is saved as ``report.json``.
         """
-        from .execution import RunError
+        from .errors import RunError
 
         if self.rejected:
             notices = list(report.get("notices", []))

@@ -97,7 +97,7 @@ def _cmd_run(args) -> int:
 
     from rich.console import Console
 
-    from jettracks.config import ConfigError, apply_overrides, load_config
+    from jettracks.config import ConfigError
     from jettracks.execution import RunError, run_config
 
     console = Console(stderr=True)
@@ -107,16 +107,13 @@ def _cmd_run(args) -> int:
     try:
         # Overrides are validated like the file's keys (an unknown --backend, a bad
         # --scheduler address, cluster options that do not fit the new backend).
-        cfg = apply_overrides(
-            load_config(path),
+        result = run_config(
+            path,
             workers=args.workers,
             chunksize=args.chunksize,
             max_files=args.max_files,
             scheduler=args.scheduler,
             backend=args.backend,
-        )
-        result = run_config(
-            cfg,
             output_dir=args.output,
             progress=not args.no_progress,
             plots=False if args.no_plots else None,
@@ -160,7 +157,7 @@ def _print_summary(console, result) -> None:
     from rich.table import Table
 
     rep = result.report
-    table = Table(title=f"jettracks run '{rep['name']}': cut flow")
+    table = Table(title=f"jettracks run '{rep.name}': cut flow")
     steps = list(next(iter(result.cutflow.values()), {}).keys())
     table.add_column("dataset")
     for step in steps:
@@ -168,17 +165,17 @@ def _print_summary(console, result) -> None:
     for ds, flow in result.cutflow.items():
         table.add_row(ds, *(f"{flow.get(s, 0):,}" for s in steps))
     console.print(table)
-    ent = rep["entries"]
+    ent = rep.entries
     console.print(
-        f"entries: {ent['processed']:,} processed + {ent['skipped']:,} skipped = {ent['expected']:,} "
-        f"expected; {rep['chunks']} chunks ({rep['chunks_from_checkpoint']} from checkpoints) "
-        f"in {rep['timing']['process_s']} s"
+        f"entries: {ent.processed:,} processed + {ent.skipped:,} skipped = {ent.expected:,} "
+        f"expected; {rep.chunks} chunks ({rep.chunks_from_checkpoint} from checkpoints) "
+        f"in {rep.timing.process_s} s"
     )
-    for f in rep["files"]:
-        for s in f["skipped"]:
-            console.print(f"[yellow]skipped[/yellow] {f['file']}: {s['entries'] if s['entries'] is not None else 'all'} entries: {s['reason']}")
-    for note in rep.get("notices", []):
-        console.print(f"note: {note}")
+    for file, skip in rep.skipped():
+        what = "unreadable" if skip.entries is None else f"{skip.entries} entries"
+        console.print(f"[yellow]skipped[/yellow] {file}: {what}: {skip.reason}", highlight=False)
+    for note in rep.notices:
+        console.print(f"note: {note}", highlight=False)
     console.print(f"outputs: {result.output_dir}")
 
 

@@ -1,0 +1,270 @@
+"""Step 2 of a run: each dataset's files, their format and the branches to read.
+
+:func:`prepare_datasets` resolves every dataset's files (globs, URLs,
+``files_from``; relative paths against the config file's directory, sent to the
+workers absolute), generates synthetic samples where the config says so, keeps
+a file listed twice once (and reports it), refuses a file in two datasets,
+detects each dataset's format from its first readable file and checks that
+file has the branches its reader needs. Files that do not open stay in the list:
+the run counts them as bad files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import readers
+from .config import ConfigError, DatasetConfig, RunConfig
+from .errors import RunError
+
+__all__ = ["DatasetPlan", "configure_remote_reading", "note_duplicates", "prepare_datasets", "resolve_files"]
+
+
+@dataclass
+class DatasetPlan:
+    """What the run will read.
+
+    Attributes:
+        fileset: ``{dataset: {"files": [absolute paths or URLs], "treename": str,
+            "metadata": {..., "format": str}}}`` (coffea's fileset layout).
+        formats: dataset -> format (detected for ``format: auto``).
+        branches: every branch the readers need (nothing else is read).
+        deduplicated: files listed more than once and dropped (``dataset``, ``file``,
+            ``same_as``, ``by``).
+    """
+
+    fileset: dict[str, dict[str, Any]]
+    formats: dict[str, str]
+    branches: set[str]
+    deduplicated: list[dict[str, str]] = field(default_factory=list)
+
+
+def resolve_files(
+    name: str, ds: DatasetConfig, *, base_dir: str | os.PathLike | None = None, timeout: int = 60
+) -> list[str]:
+    """The dataset's file list: globs and ``files_from`` expanded, order kept, each file once.
+
+    Relative local paths (in ``files``, the ``files_from`` path and its entries)
+    are relative to ``base_dir`` -- the config file's directory -- or to the
+    working directory when None, and are returned absolute, so workers started in
+    any directory open the same files (:func:`jettracks.files.dataset_files`).
+    A file named twice (also as ``./f.root`` and ``f.root``, or a symlink and its
+    target) is kept at its first place.
+
+    Raises:
+        RunError: a pattern that matches nothing, or an unreadable index file.
+    """
+    from .files import deduplicate, file_identity
+
+    kept, _ = deduplicate({name: _listed_files(name, ds, base_dir, timeout)},
+                          lambda _ds, f: file_identity(f), by="path")
+    return kept[name]
+
+
+def _listed_files(name: str, ds: DatasetConfig, base_dir, timeout: int) -> list[str]:
+    """:func:`jettracks.files.dataset_files` of a dataset, repeats included; errors as ``RunError``."""
+    from .files import FileListError, dataset_files
+
+    try:
+        return dataset_files(name, ds.files, ds.files_from, base_dir=base_dir, timeout=timeout)
+    except FileListError as err:
+        raise RunError(str(err)) from None
+
+
+def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, console=None) -> list[str]:
+    """The dataset's files, repeats included (the caller drops and reports them), generating
+    the files first when a pattern matches nothing and ``generate`` is set.
+
+    ``generate.out`` (default: the directory of the first ``files`` pattern) is
+    relative to the config file's directory, as the patterns are.
+    """
+    timeout = cfg.executor.xrootd_timeout
+    if ds.generate is None:
+        return _listed_files(name, ds, cfg.base_dir, timeout)
+    # Always asked, not only when nothing matches: the generator reuses files made with
+    # the same parameters and refuses files made with others (another seed or size).
+    from . import generate
+    from .files import resolve_local
+
+    gen = ds.generate
+    if gen.out is not None:
+        out = resolve_local(gen.out, cfg.base_dir)
+    elif ds.files:
+        out = os.path.dirname(resolve_local(ds.files[0], cfg.base_dir))
+    else:
+        raise RunError(f"datasets.{name}.generate.out: give the directory to generate the files in")
+    if ds.format not in generate.FORMATS:
+        raise RunError(f"datasets.{name}.generate: format {ds.format!r} cannot be generated")
+    try:
+        made = generate.generate_dataset(
+            out,
+            format=ds.format,
+            n_files=gen.files,
+            events_per_file=gen.events_per_file,
+            seed=gen.seed,
+            process=gen.process,
+            client=client,
+            **gen.options,
+        )
+    except ValueError as err:
+        raise ConfigError(f"datasets.{name}.generate: {' '.join(str(err).split())}") from None
+    if getattr(made, "action", "") != "reused" and getattr(made, "message", None) and console is not None:
+        console.print(f"datasets.{name}: {made.message}")
+    return _listed_files(name, ds, cfg.base_dir, timeout)
+
+
+def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) -> DatasetPlan:
+    """Resolve every dataset's files, drop repeats, detect formats and check one readable file each.
+
+    Files: see :func:`resolve_files` (absolute from here on). A file named twice
+    within a dataset (``./f.root`` and ``f.root``, a symlink and its target,
+    relative and absolute) is kept once, at its first place, and the repeat is
+    appended to ``deduplicated``; a file in two datasets is a ``ConfigError``
+    naming both, raised before any file is opened.
+
+    Format: detected in the first file that opens. Files before it that do not
+    open stay in the list: the run counts them as bad files like any other
+    (skipped with ``--skip-bad-files``, else named when every other chunk has
+    finished). Only when no file of a dataset opens: ``RunError`` naming the first.
+    A readable file of the wrong format (or missing the reader's branches) is a
+    ``RunError`` naming it.
+
+    Args:
+        cfg: the run config (``executor.max_files`` limits files per dataset).
+        processor: the processor (its ``reader_for(format)`` gives the reader, if it has one).
+        client: a ``distributed.Client`` (generation and XRootD settings run on its workers too).
+        console: a ``rich`` console for notes (None: silent).
+    """
+    from .files import SharedFileError, deduplicate, file_identity
+
+    max_files = cfg.executor.max_files
+    deduplicated: list[dict[str, str]] = []
+
+    timeout = cfg.executor.xrootd_timeout
+    lists = {name: _files_or_generate(name, ds, cfg, client, console) for name, ds in cfg.datasets.items()}
+    try:
+        lists, dropped = deduplicate(lists, lambda ds, f: file_identity(f), by="path")
+    except SharedFileError as err:
+        raise ConfigError(str(err)) from None
+    note_duplicates(dropped, deduplicated, console)
+    if max_files is not None:
+        lists = {name: files[:max_files] for name, files in lists.items()}
+    if console is not None:
+        for name, files in lists.items():
+            console.print(
+                f"datasets.{name}: {len(files)} file{'s' if len(files) != 1 else ''}, first {files[0]}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+    # before the first remote open: short XRootD reconnect windows (an unreachable
+    # server then costs seconds, not minutes)
+    configure_remote_reading({name: {"files": files} for name, files in lists.items()}, client, cfg.executor)
+
+    fileset: dict[str, dict[str, Any]] = {}
+    formats: dict[str, str] = {}
+    branches: set[str] = set()
+    for name, files in lists.items():
+        ds = cfg.datasets[name]
+        found, used, unreadable = None, None, []
+        for fname in files:
+            found, why = _detect(fname, ds.format, timeout)
+            if found is not None:
+                used = fname
+                break
+            unreadable.append(why)
+        if found is None:
+            raise RunError(f"{unreadable[0]}; no file of dataset {name} is readable")
+        if unreadable and console is not None:
+            console.print(
+                f"note datasets.{name}: format from {used}; {len(unreadable)} file(s) before it "
+                "could not be opened (counted as bad files)",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+        fmt = found.format
+        if console is not None:
+            for note in found.notes:
+                console.print(f"[yellow]note[/yellow] datasets.{name}: {note}")
+        try:
+            reader = processor.reader_for(fmt) if hasattr(processor, "reader_for") else readers.get(fmt)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"processor.options.reader_options: format {fmt}: {err}") from None
+        # Config beats reader options beats detection (a format's tree may sit at several paths).
+        treename = ds.treename or (reader.treename if reader.treename in found.trees else found.treename)
+        if treename not in found.trees:
+            raise RunError(f"{used}: not readable as format {fmt!r}: no tree {treename!r}")
+        try:
+            reader.check(found.trees[treename], filename=used)
+        except readers.ReaderError as err:
+            raise RunError(str(err)) from None
+        branches.update(reader.branches(found.trees[treename]))
+        formats[name] = fmt
+        fileset[name] = {
+            "files": files,
+            "treename": treename,
+            "metadata": {**ds.metadata, "format": fmt},
+        }
+    configure_remote_reading(fileset, client, cfg.executor)
+    if console is not None:
+        for name, fmt in formats.items():
+            if cfg.datasets[name].format == "auto":
+                console.print(f"datasets.{name}: format auto -> detected [bold]{fmt}[/bold]")
+    return DatasetPlan(fileset, formats, branches, deduplicated)
+
+
+def _detect(fname: str, fmt: str, timeout: int):
+    """(detection, None) for a file that opens, (None, one-line reason) for one that does not.
+
+    Raises:
+        RunError: the file opens but is not of the format (or of any format, for ``auto``).
+    """
+    from .accounting import error_line
+    from .readers.detect import open_file
+
+    try:
+        handle = open_file(fname, timeout=timeout)
+    except readers.ReaderError as err:
+        return None, str(err)
+    try:
+        with handle:
+            return readers.detect_details(handle, fmt=fmt), None
+    except readers.ReaderError as err:
+        raise RunError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - it opens, but its trees cannot be read (truncated, corrupt)
+        return None, f"{fname}: cannot read: {error_line(err)}"
+
+
+def note_duplicates(dropped: list[dict], deduplicated: list | None, console) -> None:
+    """Record dropped repeats for the report and say so, one line each."""
+    if deduplicated is not None:
+        deduplicated.extend(dropped)
+    if console is not None:
+        for d in dropped:
+            console.print(
+                f"note datasets.{d['dataset']}: {d['file']} is the same file as {d['same_as']} "
+                f"(by {d['by']}): processed once",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+
+
+def configure_remote_reading(fileset, client, ex) -> None:
+    """XRootD client settings in this process and every worker, before any remote open.
+
+    The client's defaults refuse to reconnect to a server for 30 min after one
+    broken stream and wait out a 120 s connection window after a refused connect;
+    Dask's retries are immediate, so both windows are made short (measured: a 3 s
+    server outage then loses nothing). Timeouts follow ``executor.xrootd_timeout``.
+    """
+    if not any(f.startswith("root://") for spec in fileset.values() for f in spec["files"]):
+        return
+    from .files import configure_xrootd_client
+
+    settings = {
+        "stream_error_window": 0,
+        "connection_window": 5,
+        "connection_retry": 3,
+        "request_timeout": ex.xrootd_timeout,
+    }
+    configure_xrootd_client(**settings)
+    if client is not None:
+        client.run(configure_xrootd_client, **settings)

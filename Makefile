@@ -20,7 +20,7 @@ run: $(STAMP)
 
 # Services (XRootD, Slurm, munge) come from Debian; installed only when root and missing.
 services:
-	bash scripts/services/install.sh
+	bash tests/jettracks_testing/services/install.sh
 
 test: $(STAMP) services
 	$(PY) -m pytest $(PYTEST_ARGS)

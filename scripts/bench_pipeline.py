@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import sys
@@ -55,6 +54,12 @@ from pathlib import Path
 from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[1]
+# The XRootD server the benchmarks start is the one the tests start: the service code
+# lives in the tests' package jettracks_testing (tests/jettracks_testing/services/).
+if str(PROJECT / "tests") not in sys.path:
+    sys.path.insert(0, str(PROJECT / "tests"))
+from jettracks_testing.services.xrootd import start_xrootd  # standard library only
+
 BENCH_DIR = Path(os.environ.get("JETTRACKS_BENCH_DIR", "/tmp/jettracks-bench"))
 PROCESSOR = "processors.jet_tracks:JetTrackProcessor"
 NOOP = "processors.testing:NoopProcessor"
@@ -171,22 +176,10 @@ def _dataset(name: str, spec: dict, client=None) -> list[Path]:
     return paths
 
 
-def _xrootd_module():
-    path = PROJECT / "scripts" / "services" / "xrootd.py"
-    name = "jettracks_services_xrootd"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @contextlib.contextmanager
 def _xrootd():
-    """A local XRootD server serving BENCH_DIR."""
-    server = _xrootd_module().start_xrootd(_bench_root())
+    """A local XRootD server serving BENCH_DIR (``jettracks_testing.services.xrootd``, as in the tests)."""
+    server = start_xrootd(_bench_root())
     try:
         yield server
     finally:

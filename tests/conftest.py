@@ -1,4 +1,9 @@
-"""Shared fixtures: paths, small generated samples, one LocalCluster for the session."""
+"""Shared fixtures: paths, small generated samples, one LocalCluster for the session.
+
+The services (``xrootd_server``, ``slurm_cluster``), the real CMS data (``cms_dir``) and
+the ``JETTRACKS_REQUIRE_SERVICES`` rule come from the plugin ``jettracks_testing.plugin``
+(``tests/jettracks_testing/``), registered below.
+"""
 
 from __future__ import annotations
 
@@ -15,40 +20,15 @@ if "JETTRACKS_CACHE_DIR" not in os.environ:
 
     os.environ["JETTRACKS_CACHE_DIR"] = tempfile.mkdtemp(prefix="jettracks-cache-")
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:  # tests import helpers such as `services`
+if str(TESTS) not in sys.path:  # the package jettracks_testing (plugin, services, data locator)
     sys.path.insert(0, str(TESTS))
 
-
-def shared_dir() -> Path:
-    """The sibling ``shared/`` of the project root (or $JETTRACKS_SHARED)."""
-    env = os.environ.get("JETTRACKS_SHARED")
-    return Path(env) if env else PROJECT.parent / "shared"
-
-
-def cms_data_dir() -> Path | None:
-    """The real CMS files (``shared/data/cms``; $JETTRACKS_SHARED may point at shared/ or at them)."""
-    primary = PROJECT.parent / "shared" / "data" / "cms"
-    if primary.is_dir():
-        return primary
-    env = os.environ.get("JETTRACKS_SHARED")
-    if env:
-        for cand in (Path(env) / "data" / "cms", Path(env)):
-            if (cand / "pfnano.root").is_file():
-                return cand
-    return None
+pytest_plugins = ["jettracks_testing.plugin"]
 
 
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT
-
-
-@pytest.fixture(scope="session")
-def cms_dir() -> Path:
-    path = shared_dir() / "data" / "cms"
-    if not path.is_dir():
-        pytest.skip(f"real CMS files not available: {path} is absent")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from services import slurm_cluster  # noqa: F401 - pytest fixture
 
 from jettracks import cluster
 from jettracks.config import ExecutorConfig, load_config
@@ -239,7 +238,7 @@ def test_processors_travel_by_value(tmp_path, by_value_registry):
 
 
 @pytest.mark.service
-def test_slurm_backend_runs_a_real_job(slurm_cluster, tmp_path, by_value_registry):  # noqa: F811
+def test_slurm_backend_runs_a_real_job(slurm_cluster, tmp_path, by_value_registry):
     def job_info():  # nested: cloudpickled by value (the worker cannot import this module)
         import os
         import socket
@@ -391,7 +390,7 @@ def test_scheduler_backend_runs_a_processor_the_worker_cannot_import(myana, tmp_
 
 
 @pytest.mark.service
-def test_slurm_backend_runs_a_processor_the_job_cannot_import(myana, slurm_cluster, tmp_path, by_value_registry):  # noqa: F811
+def test_slurm_backend_runs_a_processor_the_job_cannot_import(myana, slurm_cluster, tmp_path, by_value_registry):
     """The same on a real Slurm: the batch job's worker gets myana by value."""
     from jettracks.execution import run_config
     from jettracks.generate import generate_dataset

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 from rich.console import Console
-from services import xrootd_server  # noqa: F401 - pytest fixture
 
 from jettracks.config import ConfigError
 from jettracks.execution import RunError, run_config
@@ -109,7 +108,7 @@ def test_copy_with_the_same_uuid_is_processed_once(data, tmp_path, reference_row
 
 
 @pytest.mark.service
-def test_local_path_and_root_url_of_one_file_are_processed_once(data, tmp_path, xrootd_server, reference_rows):  # noqa: F811
+def test_local_path_and_root_url_of_one_file_are_processed_once(data, tmp_path, xrootd_server, reference_rows):
     served = Path(xrootd_server.root_dir) / "dedup"
     served.mkdir(exist_ok=True)
     served.chmod(0o755)  # the server runs as `nobody`

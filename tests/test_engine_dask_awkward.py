@@ -20,6 +20,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from jettracks_testing.data import cms_data_dir
 
 from jettracks.engine_dask_awkward import (
     build_graph,
@@ -30,8 +31,8 @@ from jettracks.engine_dask_awkward import (
 )
 from processors.jet_tracks import JetTrackProcessor
 
-CMS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cms"
-PFNANO = CMS_DIR / "pfnano.root"
+CMS_DIR = cms_data_dir()
+PFNANO = CMS_DIR / "pfnano.root" if CMS_DIR else None  # None: the real CMS files are absent
 OPTIONS = {"cone_dr": 0.5, "jet_pt_min": 30.0, "jet_abs_eta_max": 2.5, "track_pt_min": 1.0}
 
 
@@ -128,7 +129,7 @@ def generated(tmp_path_factory) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def fileset(generated) -> dict:
     fs: dict = {}
-    if PFNANO.is_file():
+    if PFNANO is not None:
         fs["real_pfnano"] = {"files": [str(PFNANO)], "treename": "Events",
                              "metadata": {"format": "pfnano", "is_mc": True}}
     if generated:
@@ -137,13 +138,13 @@ def fileset(generated) -> dict:
         fs["gen_jetntuple"] = {"files": generated["jetntuple"], "treename": "AK4jets/jetTree",
                                "metadata": {"format": "jetntuple", "is_mc": True}}
     if not fs:
-        pytest.skip(f"no input: {PFNANO} is absent and jettracks.generate is not available")
+        pytest.skip("no input: real CMS files absent and jettracks.generate is not available")
     return fs
 
 
 # -- tests -----------------------------------------------------------------------------------
 def test_smoke_dask_awkward_compute(local_client):
-    """A plain dask-awkward compute works (a resolver change can break every one: stack.md)."""
+    """A plain dask-awkward compute works (a resolver once picked versions where none did)."""
     with warnings.catch_warnings():  # "single-machine scheduler while a client is active"
         warnings.simplefilter("ignore", UserWarning)
         smoke_test("sync")
@@ -250,19 +251,19 @@ def test_drop_in_for_execution_process(fileset, local_client):
     assert output["entries"] == {f: m["numentries"] for (_, f), m in meta.items()}
 
 
-def test_engine_equals_summed_process_other_real_formats(local_client):
+def test_engine_equals_summed_process_other_real_formats(cms_dir, local_client):
     """TreeMaker (nested LorentzVector branches) and NanoAOD (IsoTracks: dxy_err = +inf)."""
     from jettracks import readers
 
     fs = {}
     for name in ("treemaker.root", "nano_tt_v15.root"):
-        path = CMS_DIR / name
+        path = cms_dir / name
         if path.is_file():
             fmt, tree = readers.detect_tree(str(path))
             fs[name.split(".")[0]] = {"files": [str(path)], "treename": tree,
                                       "metadata": {"format": fmt, "is_mc": True}}
     if not fs:
-        pytest.skip(f"real CMS files not available in {CMS_DIR}")
+        pytest.skip(f"neither treemaker.root nor nano_tt_v15.root in {cms_dir}")
     proc = JetTrackProcessor(**OPTIONS)
     branches = _branches(proc, fs)
     out = run_dask_awkward(fs, proc, client=local_client, chunksize=100, branches=branches, progress=False)

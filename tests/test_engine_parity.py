@@ -23,13 +23,14 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from jettracks_testing.data import absent_reason, cms_data_dir
 
 from jettracks.accounting import RunCheckpointer, file_metadata
 from jettracks.engines import ENGINES, ChunkSpec, chunk_steps, get_engine, plan_chunks, run_engine
 from processors.jet_tracks import JetTrackProcessor
 
-CMS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cms"
-PFNANO = CMS_DIR / "pfnano.root"
+CMS_DIR = cms_data_dir()
+PFNANO = CMS_DIR / "pfnano.root" if CMS_DIR else None  # None: the real CMS files are absent
 CHUNKSIZE = 3  # 10 entries -> chunks [0,4) [4,8) [8,10)
 RETRIES = 1
 ENGINE_NAMES = sorted(ENGINES)
@@ -41,7 +42,7 @@ PF_BRANCHES = [
     "PFCands_charge", "PFCands_d0", "PFCands_d0Err", "PFCands_dz",
 ]
 
-pytestmark = pytest.mark.skipif(not PFNANO.is_file(), reason=f"real CMS file absent: {PFNANO}")
+pytestmark = pytest.mark.skipif(PFNANO is None, reason=absent_reason())
 
 
 # -- input -----------------------------------------------------------------------------------

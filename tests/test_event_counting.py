@@ -86,12 +86,12 @@ def test_count_event_starts_previous_entry():
 
 
 def test_real_jetntuple_file_if_present(tmp_path):
-    from conftest import cms_data_dir
+    from jettracks_testing.data import cms_data_dir
 
     base = cms_data_dir()
     found = sorted(base.glob("*[Jj]et[Nn]tuple*.root")) if base else []
     if not found:
-        pytest.skip("no real JetNtuple (record 12100) file in shared/data/cms")
+        pytest.skip("no real JetNtuple (record 12100) file beside the real CMS files")
     expected = _distinct_events(found[:1])
     for chunksize in (7, 100_000):
         out = tmp_path / f"o{chunksize}"

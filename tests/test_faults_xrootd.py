@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from services import xrootd_server  # noqa: F401 - pytest fixture
 
 from jettracks import files as files_mod
 from jettracks.execution import run_config
@@ -32,7 +31,7 @@ SUBDIR = "fault6"
 
 
 @pytest.fixture(scope="module")
-def served_files(xrootd_server):  # noqa: F811
+def served_files(xrootd_server):
     from jettracks.generate import generate_dataset
 
     out = Path(xrootd_server.root_dir) / SUBDIR
@@ -98,7 +97,7 @@ class Outage(threading.Thread):
                 self.done_at_start = self._done()
 
 
-def test_server_restart_mid_run_loses_nothing(served_files, xrootd_server, local_client, tmp_path):  # noqa: F811
+def test_server_restart_mid_run_loses_nothing(served_files, xrootd_server, local_client, tmp_path):
     paths = served_files
     ref = run_config(
         _cfg([str(p) for p in paths], tmp_path / "ref", processor="processors.jet_tracks:JetTrackProcessor",

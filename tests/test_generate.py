@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from jettracks_testing.data import reference_file
 
 import jettracks.generate as gen
 from jettracks.generate import (
@@ -27,20 +27,8 @@ SEED = 7
 N_EVENTS = 300
 
 
-def _shared() -> Path | None:
-    """The sibling ``shared/`` of the project root, else ``$JETTRACKS_SHARED``."""
-    candidates = [Path(__file__).resolve().parents[2] / "shared"]
-    if os.environ.get("JETTRACKS_SHARED"):
-        candidates.append(Path(os.environ["JETTRACKS_SHARED"]))
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
-
-
-SHARED = _shared()
-REFERENCE = SHARED / "reference" / "jetntuple_12100_branches.txt" if SHARED else None
-REAL_PFNANO = SHARED / "data" / "cms" / "pfnano.root" if SHARED else None
+#: The branch list (name, leaf list) of record 12100's JetNtuple, beside the real CMS files.
+REFERENCE = reference_file("jetntuple_12100_branches.txt")
 
 
 def _dtype(branch) -> np.dtype:
@@ -78,9 +66,9 @@ def jt(files):
 
 
 def _reference_branches() -> list[tuple[str, str]]:
-    if REFERENCE is None or not REFERENCE.exists():
-        pytest.skip("shared/reference/jetntuple_12100_branches.txt not found "
-                    "(set JETTRACKS_SHARED to the shared directory)")
+    if REFERENCE is None:
+        pytest.skip("reference/jetntuple_12100_branches.txt not found beside the real CMS files "
+                    "(set JETTRACKS_SHARED)")
     rows = []
     for line in REFERENCE.read_text().splitlines():
         if line.strip():
@@ -129,10 +117,8 @@ def test_jetntuple_has_no_impact_parameters(files):
     assert not [k for k in keys if re.search(r"dxy|d0|dz|[Ii]mpact", k)]
 
 
-def test_pfnano_branches_match_real_file(files):
-    if REAL_PFNANO is None or not REAL_PFNANO.exists():
-        pytest.skip("shared/data/cms/pfnano.root not found (set JETTRACKS_SHARED)")
-    with uproot.open(REAL_PFNANO) as fr, uproot.open(files["pfnano"]) as fg:
+def test_pfnano_branches_match_real_file(files, cms_dir):
+    with uproot.open(cms_dir / "pfnano.root") as fr, uproot.open(files["pfnano"]) as fg:
         real, mine = fr["Events"], fg["Events"]
         assert isinstance(mine, uproot.TTree)
         assert fg.file.compression.__class__.__name__ == "LZMA"

@@ -7,13 +7,10 @@ XRootD server), and fails with one line for an unreadable file.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import awkward as ak
@@ -27,10 +24,10 @@ from jettracks.inspect import inspect_file
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-from conftest import cms_data_dir  # noqa: E402
+from jettracks_testing.data import absent_reason, cms_data_dir  # noqa: E402
 
 CMS = cms_data_dir()
-needs_cms = pytest.mark.skipif(CMS is None, reason="real CMS files absent (../shared/data/cms, $JETTRACKS_SHARED)")
+needs_cms = pytest.mark.skipif(CMS is None, reason=absent_reason())
 
 
 def _run(path, fmt="auto", **kw) -> tuple[int, str]:
@@ -67,7 +64,7 @@ def _nano_like(path: Path, *, drop: tuple[str, ...] = ()) -> Path:
 
 @needs_cms
 def test_cli_inspect_real_pfnano_names_format_and_entries():
-    target = os.path.relpath(CMS / "pfnano.root", PROJECT)  # ../shared/data/cms/pfnano.root
+    target = os.path.relpath(CMS / "pfnano.root", PROJECT)  # a relative path, as a user would type it
     proc = subprocess.run(
         [sys.executable, "-m", "runner", "inspect", target],
         cwd=PROJECT, capture_output=True, text=True, timeout=120,
@@ -158,33 +155,20 @@ def test_cli_inspect_unreadable_exit_code(tmp_path):
     assert proc.stderr.strip().startswith("inspect error: ") and len(proc.stderr.strip().splitlines()) == 1
 
 
-def _load_xrootd_helper():
-    spec = importlib.util.spec_from_file_location("xrootd_service", PROJECT / "scripts" / "services" / "xrootd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.service
-def test_inspect_over_root_url():
+def test_inspect_over_root_url(xrootd_server):
     """A real XRootD server serving a synthetic file: inspect works on the root:// URL."""
-    xrd = _load_xrootd_helper()
-    serve = Path(tempfile.mkdtemp(prefix="jt-inspect-xrd-"))
-    run_dir = Path(tempfile.mkdtemp(prefix="jt-inspect-xrd-run-"))
+    path = _nano_like(xrootd_server.root_dir / "inspect-remote.root")
+    path.chmod(0o644)
+    url = xrootd_server.url_for(path)
     try:
-        serve.chmod(0o755)
-        path = _nano_like(serve / "remote.root")
-        path.chmod(0o644)
-        with xrd.start_xrootd(serve, run_dir=run_dir) as server:
-            url = server.url_for(path)
-            assert url.startswith("root://")
-            rc, out = _run(url, timeout=30)
-            assert rc == 0, out
-            assert f"file: {url}" in out
-            assert "format: pfnano (detected; tree Events, 3 entries)" in out
-            rc, out = _run(url.replace("remote.root", "absent.root"), timeout=10)
-            assert rc == 1 and out.strip().startswith("inspect error: ")
-            assert len(out.strip().splitlines()) == 1
+        assert url.startswith("root://")
+        rc, out = _run(url, timeout=30)
+        assert rc == 0, out
+        assert f"file: {url}" in out
+        assert "format: pfnano (detected; tree Events, 3 entries)" in out
+        rc, out = _run(url.replace("inspect-remote.root", "absent.root"), timeout=10)
+        assert rc == 1 and out.strip().startswith("inspect error: ")
+        assert len(out.strip().splitlines()) == 1
     finally:
-        shutil.rmtree(serve, ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        path.unlink(missing_ok=True)

@@ -22,7 +22,6 @@ pytest.importorskip("ipykernel")
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOK = PROJECT / "scripts" / "example_notebook.ipynb"
-PFNANO = Path(__file__).resolve().parents[2] / "shared" / "data" / "cms" / "pfnano.root"
 
 
 def _execute(parameters: str, cwd: Path) -> tuple[object, float]:
@@ -59,17 +58,16 @@ def _text(nb) -> str:
     return "\n".join(parts)
 
 
-def test_notebook_runs_on_the_real_pfnano_file(tmp_path):
-    if not PFNANO.is_file():
-        pytest.skip(f"real CMS file not available: {PFNANO}")
+def test_notebook_runs_on_the_real_pfnano_file(cms_dir, tmp_path):
+    pfnano = cms_dir / "pfnano.root"
     import uproot
 
-    with uproot.open(PFNANO) as f:
+    with uproot.open(pfnano) as f:
         expected = f["Events"].num_entries
     out_dir = tmp_path / "run"
     config = {
         "name": "notebook-test",
-        "datasets": {"cms_pfnano": {"files": [str(PFNANO)], "format": "pfnano", "metadata": {"is_mc": True}}},
+        "datasets": {"cms_pfnano": {"files": [str(pfnano)], "format": "pfnano", "metadata": {"is_mc": True}}},
         "processor": {
             "class": "processors.jet_tracks:JetTrackProcessor",
             "options": {"cone_dr": 0.4, "jet_pt_min": 30.0, "jet_abs_eta_max": 2.5, "track_pt_min": 1.0},

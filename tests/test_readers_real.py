@@ -8,8 +8,8 @@ the numba kernel); the -1 "no track details" fills never reach a dxy histogram
 ``d0Err > 0``); impact parameters stay in cm; flavour labels follow the file's own
 hadron/parton flavour branches.
 
-The real files are read in place from ``<project>/../shared/data/cms`` (or
-``$JETTRACKS_SHARED``); the tests that need them are skipped when it is absent.
+The real files are read in place from the directory found by
+``jettracks_testing.data.cms_data_dir``; the tests that need them are skipped when it is absent.
 Files of the ``jettrack_events`` format and broken files are written with uproot.
 """
 
@@ -38,13 +38,10 @@ from processors.jet_tracks import JetTrackProcessor
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-from conftest import cms_data_dir  # noqa: E402
+from jettracks_testing.data import absent_reason, cms_data_dir  # noqa: E402
 
 CMS = cms_data_dir()
-needs_cms = pytest.mark.skipif(
-    CMS is None,
-    reason="real CMS files absent: neither <project>/../shared/data/cms nor $JETTRACKS_SHARED holds pfnano.root",
-)
+needs_cms = pytest.mark.skipif(CMS is None, reason=absent_reason())
 
 CONE = 0.4
 #: file stem -> (expected format, tree)
@@ -162,7 +159,7 @@ def events_of(stem: str, fmt: str | None = None, tree: str | None = None):
 def processed(tmp_path_factory):
     """stem -> (processor output, ML per-jet table, raw view). track_pt_min=0 lets -1 fills into cones."""
     if CMS is None:
-        pytest.skip("real CMS files absent")
+        pytest.skip(absent_reason())
     out = {}
     for stem in REAL:
         ml_dir = tmp_path_factory.mktemp(f"ml_{stem}")

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from services import xrootd_server  # noqa: F401 - pytest fixture
 
 from jettracks import files as files_mod
 from jettracks.execution import run_config
@@ -34,7 +33,7 @@ GEN_OPTIONS = {"pileup_candidates": 20, "compression": "zlib", "links": False}
 
 
 @pytest.fixture(scope="module")
-def served_sample(xrootd_server, local_client):  # noqa: F811
+def served_sample(xrootd_server, local_client):
     """(local paths, root:// glob) of N_FILES files under the served directory."""
     from jettracks.generate import generate_dataset
 
@@ -110,7 +109,7 @@ def _per_file(report: dict, key_of) -> dict:
     }
 
 
-def test_root_glob_expands_to_every_served_file(served_sample, xrootd_server):  # noqa: F811
+def test_root_glob_expands_to_every_served_file(served_sample, xrootd_server):
     paths, pattern = served_sample
     urls = files_mod.expand_files([pattern])
     assert urls == [xrootd_server.url_for(p) for p in paths]
@@ -118,7 +117,7 @@ def test_root_glob_expands_to_every_served_file(served_sample, xrootd_server):  
     assert all(u.startswith(f"root://127.0.0.1:{xrootd_server.port}//{SUBDIR}/pfnano_") for u in urls)
 
 
-def test_remote_run_equals_local_run(served_sample, xrootd_server, local_client, tmp_path, cache_dir):  # noqa: F811
+def test_remote_run_equals_local_run(served_sample, xrootd_server, local_client, tmp_path, cache_dir):
     paths, pattern = served_sample
     local_glob = str(paths[0].parent / "pfnano_*.root")
     local = run_config(_cfg(local_glob, tmp_path / "local"), client=local_client, progress=False)

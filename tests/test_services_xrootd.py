@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-from services import xrootd_server  # noqa: F401 - pytest fixture
 
 from jettracks import files
 
@@ -112,7 +111,7 @@ def test_entry_cache_local(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def served(xrootd_server):  # noqa: F811
+def served(xrootd_server):
     """Small ROOT files in the served tree: sample/events_{i}.root plus one in a subdirectory."""
     import uproot
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from services import slurm_cluster  # noqa: F401 - pytest fixture
 
 from jettracks.execution import run_config
 
@@ -75,7 +74,7 @@ class QueueWatch(threading.Thread):
             self.stop_event.wait(0.5)
 
 
-def test_slurm_run_equals_serial_run(slurm_cluster, sample, tmp_path, by_value_registry):  # noqa: F811
+def test_slurm_run_equals_serial_run(slurm_cluster, sample, tmp_path, by_value_registry):
     ref = run_config(_cfg(sample, tmp_path / "serial", {"backend": "serial"}), progress=False)
 
     logs = tmp_path / "joblogs"

@@ -3,16 +3,16 @@
 
 Python::
 
-    from xrootd import start_xrootd            # (tests load this file by path)
+    from jettracks_testing.services.xrootd import start_xrootd  # tests/ on sys.path
     with start_xrootd("/srv/data") as server:  # free port, waits until it serves
         server.url                              # 'root://127.0.0.1:PORT/'
         server.url_for("/srv/data/a/b.root")    # 'root://127.0.0.1:PORT//a/b.root'
 
 Command line::
 
-    python scripts/services/xrootd.py start DIR [--port P] [--run-dir R]   # prints the URL
-    python scripts/services/xrootd.py stop [--run-dir R]
-    python scripts/services/xrootd.py status [--run-dir R]
+    python tests/jettracks_testing/services/xrootd.py start DIR [--port P] [--run-dir R]   # prints the URL
+    python tests/jettracks_testing/services/xrootd.py stop [--run-dir R]
+    python tests/jettracks_testing/services/xrootd.py status [--run-dir R]
 
 URL form. The server exports ``DIR`` as its namespace root (``oss.localroot DIR``,
 ``all.export /``), so the file ``DIR/a/b.root`` is ``root://127.0.0.1:PORT//a/b.root``:
@@ -25,9 +25,9 @@ Permissions. xrootd refuses to run as root; as root it is started with
 ``-R nobody``, so DIR and every parent directory must be traversable by others
 (``o+x``) and the files readable (``o+r``). pytest's ``/tmp/pytest-of-root`` is
 mode 700: serve from a dedicated ``tempfile.mkdtemp()`` directory chmod'ed 755
-instead (see ``tests/services.py``). :func:`start_xrootd` checks this up front and
-raises :class:`ServiceUnavailable` naming the offending directory. As a normal
-user the server runs as that user.
+instead (as ``tests/jettracks_testing/plugin.py`` does). :func:`start_xrootd`
+checks this up front and raises :class:`ServiceUnavailable` naming the offending
+directory. As a normal user the server runs as that user.
 
 The module uses only the standard library, so it also runs under a system Python.
 """
@@ -203,7 +203,7 @@ class XRootDServer:
         if exe is None:
             raise ServiceUnavailable(
                 "xrootd binary not found on PATH (install Debian's xrootd-server: "
-                "scripts/services/install.sh)"
+                "tests/jettracks_testing/services/install.sh)"
             )
         if not self.root_dir.is_dir():
             raise ServiceUnavailable(f"xrootd: served directory {self.root_dir} does not exist")

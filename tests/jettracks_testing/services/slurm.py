@@ -3,7 +3,7 @@
 
 Python::
 
-    from slurm import start_slurm                     # (tests load this file by path)
+    from jettracks_testing.services.slurm import start_slurm  # tests/ on sys.path
     cluster = start_slurm("/tmp/some-dir")            # waits for an idle node + a test job
     os.environ.update(cluster.env)                    # SLURM_CONF for sbatch/squeue/scancel
     ...
@@ -11,9 +11,9 @@ Python::
 
 Command line::
 
-    python scripts/services/slurm.py start WORKDIR    # prints `export SLURM_CONF=...`
-    python scripts/services/slurm.py stop WORKDIR
-    python scripts/services/slurm.py status WORKDIR
+    python tests/jettracks_testing/services/slurm.py start WORKDIR    # prints `export SLURM_CONF=...`
+    python tests/jettracks_testing/services/slurm.py stop WORKDIR
+    python tests/jettracks_testing/services/slurm.py status WORKDIR
 
 Everything lives in WORKDIR: its own munge key and socket, ``jettracks-slurm.conf``,
 state/spool/log directories; ports are picked free. Nothing under /etc is touched and
@@ -268,7 +268,7 @@ class SlurmCluster:
         if missing:
             raise ServiceUnavailable(
                 f"Slurm binaries not found on PATH: {', '.join(missing)} (Debian packages munge, "
-                "slurmctld, slurmd, slurm-client: scripts/services/install.sh)"
+                "slurmctld, slurmd, slurm-client: tests/jettracks_testing/services/install.sh)"
             )
 
     def _write_files(self) -> None:
@@ -287,7 +287,7 @@ class SlurmCluster:
         self.conf.write_text(
             "\n".join(
                 [
-                    "# Single-node test cluster written by scripts/services/slurm.py",
+                    "# Single-node test cluster written by tests/jettracks_testing/services/slurm.py",
                     "ClusterName=jettracks",
                     f"SlurmctldHost={self.node}(127.0.0.1)",
                     "SlurmUser=root",

@@ -487,9 +487,9 @@ def count_event_starts(
     """Events that *begin* in a chunk of a per-jet format (one tree entry per jet).
 
     Jets of one event are consecutive entries sharing ``(run, lumi, event)``
-    (shared/reference/formats.md §1). An entry begins an event when its
-    ``(run, lumi, event)`` differs from the entry just before it. For the chunk's
-    first entry that is the entry before the chunk: ``previous`` holds its
+    (in descending pT, as record 12100's producer writes them). An entry begins
+    an event when its ``(run, lumi, event)`` differs from the entry just before
+    it. For the chunk's first entry that is the entry before the chunk: ``previous`` holds its
     ``(run, lumi, event)``, or is ``None`` when the chunk begins the file (then the
     first entry begins an event). Counting only starts counts every event exactly
     once whatever the chunking: an event whose jets straddle a chunk boundary

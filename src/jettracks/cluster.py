@@ -39,7 +39,7 @@ key picks one:
 
 Batch workers get ``MALLOC_TRIM_THRESHOLD_`` exported in the job prologue:
 distributed's default (65536) made uproot's metadata reads ~2.7x slower
-(shared/reference/stack.md). Workers that may not have this project installed
+(measured on a 2-core machine). Workers that may not have this project installed
 (``scheduler``, batch, ``gateway``) receive the top-level package of the configured
 processor class (``processor.class``) by value (:func:`ship_processors`,
 ``cloudpickle.register_pickle_by_value``), so an edited or uninstalled analysis
@@ -429,7 +429,7 @@ def worker_environment() -> None:
     """Dask settings every cluster we start gets.
 
     distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in nanny-spawned workers,
-    which made uproot's metadata reads ~2.7x slower here (stack.md); drop it.
+    which made uproot's metadata reads ~2.7x slower (measured); drop it.
     (A value exported in the worker's environment wins over this setting, which
     is how batch jobs get theirs: see :func:`jobqueue_options`.)
     """

@@ -9,13 +9,13 @@ Definition (units: cm):
 - **valid dxy** ⇔ ``dxy`` is finite **and** ``dxy_err > 0``.
 
   - ``dxy_err <= 0`` is "no measurement": PFNano fills ``d0 = d0Err = -1`` for
-    candidates without track details (shared/reference/formats.md §2); TreeMaker
+    candidates without track details (all neutrals, many low-pT charged); TreeMaker
     and event-level ntuples use non-positive errors the same way.
   - ``dxy_err`` NaN is "no measurement" (``NaN > 0`` is false): formats without
     impact parameters (JetNtuple) carry NaN.
   - ``dxy`` NaN or ±inf is never a measurement, whatever the error says.
   - ``dxy_err = +inf`` passes: "measured value, unknown error". The NanoAOD reader
-    sets it for ``IsoTrack_dxy``, which has no uncertainty branch (formats.md §3).
+    sets it for ``IsoTrack_dxy``, which has no uncertainty branch (no ``IsoTrack_dxyErr``).
 
 - **dxy significance** = ``dxy / dxy_err`` where the dxy is valid **and** its
   error finite; NaN elsewhere (no meaningful significance without an error).

@@ -39,7 +39,7 @@ class DaskAwkwardEngineError(RuntimeError):
 def smoke_test(scheduler: Any = "sync") -> None:
     """A minimal dask-awkward compute (map_partitions + reduction + ``hist.dask`` fill).
 
-    shared/reference/stack.md: an unpinned resolver picked dask-awkward 2025.3.0 with
+    Why: an unpinned resolver once picked dask-awkward 2025.3.0 with
     dask 2026.x, where *every* dask-awkward compute fails ("Cannot fuse tasks with
     multiple outputs") while ``pip check`` is clean.
 
@@ -63,7 +63,7 @@ def smoke_test(scheduler: Any = "sync") -> None:
     except Exception as err:  # pragma: no cover - only on a broken stack
         raise DaskAwkwardEngineError(
             f"dask-awkward smoke test failed ({err.__class__.__name__}: {err}); "
-            f"versions: {_versions()}; see shared/reference/stack.md (install coffea[dask,dask-awkward])"
+            f"versions: {_versions()}; install coffea[dask,dask-awkward] (its extras pin a working dask)"
         ) from err
     if float(total) != 30.0 or counts.sum() != 5:  # pragma: no cover
         raise DaskAwkwardEngineError(
@@ -161,7 +161,7 @@ class DaskAwkwardEngine(Engine):
         """The lazy collection, as one ``dask.delayed`` per partition (chunk), in plan order.
 
         The token is fresh per call: a rerun on the same client must re-read (a resume,
-        a changed file), never reuse cached results (stack.md: pure task keys).
+        a changed file), never reuse cached results (identical task keys get the client's cached results).
         """
         import dask_awkward as dak
 

@@ -1,6 +1,6 @@
 """Writer of the JetNtuple layout of CMS open data record 12100, tree ``AK4jets/jetTree``.
 
-One entry per jet, the 66 branches of ``shared/reference/jetntuple_12100_branches.txt``
+One entry per jet, the 66 branches of the record's real ``AK4jets/jetTree``
 in the same order, with the same types (``/I`` int32, ``/F`` float32, ``event``
 ``/l`` uint64; counters ``nPF`` and ``nGenJetPF`` int32) and the producer's
 branch titles. Filled as the producer (``JetAnalyzer.cc`` of the

@@ -1,10 +1,10 @@
 """Writer of the PFNano layout (NanoAOD + PF candidates), tree ``Events``.
 
 One entry per event. Branch names, types and titles are those of the real
-PFNano file ``shared/data/cms/pfnano.root`` (counters ``uint32``, flavours and
-candidate integers ``int32``, ``GenJet_hadronFlavour`` ``uint8``); floats carry
-NanoAOD's reduced precision (10 mantissa bits for kinematics and impact
-parameters). Written branches:
+PFNano file the tests read (coffea's sample ``pfnano.root``; counters
+``uint32``, flavours and candidate integers ``int32``, ``GenJet_hadronFlavour``
+``uint8``); floats carry NanoAOD's reduced precision (10 mantissa bits for
+kinematics and impact parameters). Written branches:
 
 * ``run``, ``luminosityBlock`` (uint32), ``event`` (uint64);
 * ``nJet`` + ``Jet_pt, eta, phi, mass, area, rawFactor, qgl, btagDeepB,

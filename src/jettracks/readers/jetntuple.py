@@ -1,6 +1,6 @@
 """JetNtuple reader: CMS open data record 12100, ``AK4jets/jetTree``, one entry per jet.
 
-Facts (shared/reference/formats.md §1): jets of one event are consecutive
+Facts (from the record's producer code): jets of one event are consecutive
 entries sharing ``run``/``lumi``/``event``; ``jetPtOrder`` is the jet's 0-based
 rank in its event. ``PF_*`` hold every packed PF candidate in a |Δη|, |Δφ| < 1
 box around the jet, with ``PF_dEta = η_pf − η_jet``, signed ``PF_dPhi`` and

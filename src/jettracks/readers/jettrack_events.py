@@ -1,8 +1,8 @@
 """Event-level jets + tracks ntuples (one entry per event), every branch name configurable.
 
 The shape of the hand-made ntuples of the LLP study behind this project and of
-public producers such as ``aperloff/OpenDataNtupleProducer``'s ``evtTree``
-(shared/reference/formats.md §5): per event, a jet collection and a track
+public producers such as ``aperloff/OpenDataNtupleProducer``'s ``evtTree``:
+per event, a jet collection and a track
 collection with transverse impact parameters.
 
 Default branch names

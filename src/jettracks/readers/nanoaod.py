@@ -1,6 +1,6 @@
 """Standard NanoAOD reader: ``Events`` with ``Jet_*``; tracks only from ``IsoTrack_*``.
 
-Facts (shared/reference/formats.md §3, and ``shared/data/cms/nano_tt_v15.root``):
+Facts (from the NanoAOD format, checked on a real NanoAOD v15 ttbar file):
 
 - One entry per event; jets ``Jet_pt/eta/phi/mass`` (GeV, rad), flavour
   ``Jet_hadronFlavour`` (0/4/5) and ``Jet_partonFlavour`` (signed pdgId) in

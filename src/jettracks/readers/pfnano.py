@@ -1,6 +1,6 @@
 """PFNano reader: NanoAOD ``Events`` with ``PFCands_*`` (one entry per event).
 
-Facts (shared/reference/formats.md §2): ``d0``/``d0Err``/``dz``/``dzErr`` are
+Facts (from the PFNano producer code): ``d0``/``d0Err``/``dz``/``dzErr`` are
 ``-1`` when a candidate has no track details (all neutrals, many low-pT charged
 ones). A -1 is "no measurement", not -1 cm: here ``dxy`` and ``dz`` become NaN
 where ``d0Err <= 0``, and ``dxy_err`` keeps the stored value, so downstream code

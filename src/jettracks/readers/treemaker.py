@@ -1,6 +1,6 @@
 """TreeMaker reader: CMS TreeMaker ntuples, tree ``PreSelection`` (one entry per event).
 
-Facts (shared/reference/formats.md §4, checked on ``shared/data/cms/treemaker.root``):
+Facts (from TreeMaker's producer code, checked on a real TreeMaker file):
 
 - Tree ``PreSelection``, or ``TreeMaker2/PreSelection`` when the ntuple keeps the
   analyzer's directory; :meth:`TreeMakerReader.find_tree` finds either.

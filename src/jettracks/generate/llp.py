@@ -236,25 +236,64 @@ def _calo_direction(vx, vy, vz, z0, eta, phi):
 
 
 def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: int) -> Events:
-    """``n`` LLP signal events (see the module docstring); ``o`` validated options."""
-    mu_true, n_pu, pv_z = pileup_vertices(rng, o, n)
-    big_m, m = float(o.mediator_mass), float(o.llp_mass)
-    k = int(o.llp_per_event)
-    q_id, m_q = _QUARK_MASS[o.llp_decay]
+    """``n`` LLP signal events (see the module docstring); ``o`` validated options.
 
-    # ------------------------------------------------------------------ ISR jets (padded)
+    The steps, in the order they draw from ``rng``: pile-up vertices; ISR jets
+    (:func:`_isr_jets`); the mediator, its X pair and their decay vertices
+    (:func:`_llp_pair`); X → q q̄ (:func:`_llp_decays`); ISR jets moved away from
+    the quarks (:func:`_separate_isr`); proto-jets and their flavours
+    (:func:`_proto_jets`); constituents from the displaced vertices
+    (:func:`_displaced_constituents`); detector acceptance (:func:`_acceptance`,
+    no randomness); jets from the constituents (:func:`_cluster`,
+    :func:`_merged_truth`, :func:`_jet_records`); truth records (:func:`_truth_records`).
+    """
+    mu_true, n_pu, pv_z = pileup_vertices(rng, o, n)
+    isr = _isr_jets(rng, o, n)
+    med, llp = _llp_pair(rng, o, n, isr, pv_z)
+    quarks = _llp_decays(rng, o, llp)
+    _separate_isr(rng, o, isr, quarks)
+    pj, fl = _proto_jets(rng, o, isr, quarks)
+    con = _displaced_constituents(rng, o, pj, fl, llp)
+    acc = _acceptance(con, pv_z)
+    cl = _cluster(o, n, pj, acc)
+    d, jfl, j_llp = _merged_truth(pj, fl, cl)
+    jet, con_out = _jet_records(rng, n, pj, con, acc, cl, d, jfl, j_llp)
+    truth_out, mother = _truth_records(o, n, med, llp, quarks, pj, cl, j_llp)
+    evt = {"mu_true": mu_true, "n_pu": n_pu, "pv_z": pv_z, "pthat": med["pthat"]}
+    return finish_events(
+        n, rng, o, file_index, "llp", evt, jet, con_out,
+        cand_extra={"llp": acc["llp"]},
+        jet_extra={"llp": j_llp, "genPartMother": mother},
+        truth=truth_out,
+    )
+
+
+def _isr_jets(rng, o: ModelOptions, n: int) -> dict[str, np.ndarray]:
+    """ISR jets, padded to ``(n, jets_max - jets_min)``: ``valid``, ``pt``, ``eta``, ``phi``."""
     k_isr = int(o.jets_max) - int(o.jets_min)
     ks = np.arange(k_isr + 1)
     n_isr = _choice(rng, ks, o.jet_mult_ratio ** ks, n).astype(np.int64)
-    isr_valid = np.arange(k_isr)[None, :] < n_isr[:, None]
-    isr_hi = max(0.5 * big_m, 2.0 * o.jet_pt_min)
-    isr_pt = _power_law(rng, o.jet_pt_min, isr_hi, 3.0, n * k_isr).reshape(n, k_isr)
-    isr_eta = rng.uniform(-o.jet_eta_max, o.jet_eta_max, (n, k_isr))
-    isr_phi = rng.uniform(-math.pi, math.pi, (n, k_isr))
+    hi = max(0.5 * float(o.mediator_mass), 2.0 * o.jet_pt_min)
+    return {
+        "valid": np.arange(k_isr)[None, :] < n_isr[:, None],
+        "pt": _power_law(rng, o.jet_pt_min, hi, 3.0, n * k_isr).reshape(n, k_isr),
+        "eta": rng.uniform(-o.jet_eta_max, o.jet_eta_max, (n, k_isr)),
+        "phi": rng.uniform(-math.pi, math.pi, (n, k_isr)),
+    }
 
-    # ------------------------------------------------------------------ mediator and X pair
-    med_px = -np.where(isr_valid, isr_pt * np.cos(isr_phi), 0.0).sum(axis=1)
-    med_py = -np.where(isr_valid, isr_pt * np.sin(isr_phi), 0.0).sum(axis=1)
+
+def _llp_pair(rng, o: ModelOptions, n: int, isr: dict, pv_z: np.ndarray) -> tuple[dict, dict]:
+    """The mediator recoiling against the ISR jets, its decay to X X, and each X's decay vertex.
+
+    Returns ``(mediator, llp)``: mediator ``px, py, pz, y`` and the event's
+    ``pthat``; per X (flat, ``llp_per_event`` per event) ``event``, four-momentum
+    ``e, px, py, pz``, ``p``, ``bg`` (βγ), ``flight`` (L, cm), decay vertex
+    ``vx, vy, vz`` (cm, from the primary vertex) and its detector ``zone``.
+    """
+    big_m, m, k = float(o.mediator_mass), float(o.llp_mass), int(o.llp_per_event)
+    valid, isr_pt, isr_phi = isr["valid"], isr["pt"], isr["phi"]
+    med_px = -np.where(valid, isr_pt * np.cos(isr_phi), 0.0).sum(axis=1)
+    med_py = -np.where(valid, isr_pt * np.sin(isr_phi), 0.0).sum(axis=1)
     med_px = med_px + rng.normal(0.0, 5.0, n)
     med_py = med_py + rng.normal(0.0, 5.0, n)
     med_y = rng.normal(0.0, 1.2, n)
@@ -263,7 +302,6 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
 
     p_star = math.sqrt(big_m**2 / 4.0 - m**2)
     ux, uy, uz = _isotropic(rng, n)
-    pthat = p_star * np.hypot(ux, uy)
     sgn = np.array([1.0, -1.0])[None, :]  # X1 along u, X2 opposite
     e_l, px_l, py_l, pz_l = _boost(
         np.full((n, 2), 0.5 * big_m), p_star * ux[:, None] * sgn, p_star * uy[:, None] * sgn,
@@ -271,34 +309,60 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
         (med_pz / med_e)[:, None],
     )
     e_l, px_l, py_l, pz_l = (a[:, :k].ravel() for a in (e_l, px_l, py_l, pz_l))
-    nl = n * k
     l_event = np.repeat(np.arange(n), k)
     p_l = np.sqrt(px_l**2 + py_l**2 + pz_l**2)
     bg = p_l / m
-    flight = bg * o.llp_ctau * rng.exponential(1.0, nl)
+    flight = bg * o.llp_ctau * rng.exponential(1.0, n * k)
     l_vx, l_vy, l_vz = (flight * c / p_l for c in (px_l, py_l, pz_l))
-    l_zone = _zone(np.hypot(l_vx, l_vy), np.abs(l_vz + pv_z[l_event]))
+    med = {"px": med_px, "py": med_py, "pz": med_pz, "y": med_y, "pthat": p_star * np.hypot(ux, uy)}
+    llp = {
+        "event": l_event, "e": e_l, "px": px_l, "py": py_l, "pz": pz_l, "p": p_l, "bg": bg,
+        "flight": flight, "vx": l_vx, "vy": l_vy, "vz": l_vz,
+        "zone": _zone(np.hypot(l_vx, l_vy), np.abs(l_vz + pv_z[l_event])),
+    }
+    return med, llp
 
-    # ------------------------------------------------------------------ X → q qbar
+
+def _llp_decays(rng, o: ModelOptions, llp: dict) -> dict[str, np.ndarray]:
+    """X → q q̄ in the X rest frame, boosted; two quarks per X (quark, then antiquark).
+
+    Per quark: ``llp`` (its X), ``event``, ``pdgId``, ``pt``, ``eta``, ``phi``, and
+    ``vis``: pT ≥ 3 GeV, |η| < 5 and the X decayed inside the calorimeters.
+    """
+    m = float(o.llp_mass)
+    q_id, m_q = _QUARK_MASS[o.llp_decay]
+    nl = llp["event"].size
     q_star = math.sqrt(max(m**2 / 4.0 - m_q**2, 0.0))
     wx, wy, wz = _isotropic(rng, nl)
     qs = np.array([1.0, -1.0])[None, :]  # quark along w, antiquark opposite
+    e_l = llp["e"]
     _e_q, px_q, py_q, pz_q = _boost(
         np.full((nl, 2), 0.5 * m), q_star * wx[:, None] * qs, q_star * wy[:, None] * qs,
-        q_star * wz[:, None] * qs, (px_l / e_l)[:, None], (py_l / e_l)[:, None],
-        (pz_l / e_l)[:, None],
+        q_star * wz[:, None] * qs, (llp["px"] / e_l)[:, None], (llp["py"] / e_l)[:, None],
+        (llp["pz"] / e_l)[:, None],
     )
-    nq = 2 * nl
     q_llp = np.repeat(np.arange(nl), 2)
-    q_event = l_event[q_llp]
-    q_pdg = np.tile(np.array([q_id, -q_id], dtype=np.int32), nl)
     q_pt, q_eta, q_phi = _pt_eta_phi(px_q.ravel(), py_q.ravel(), pz_q.ravel())
-    q_vis = (q_pt >= _QUARK_PT_MIN) & (np.abs(q_eta) < _ETA_DETECTOR) & (l_zone[q_llp] < ZONE_BEYOND)
+    return {
+        "llp": q_llp,
+        "event": llp["event"][q_llp],
+        "pdgId": np.tile(np.array([q_id, -q_id], dtype=np.int32), nl),
+        "pt": q_pt,
+        "eta": q_eta,
+        "phi": q_phi,
+        "vis": (q_pt >= _QUARK_PT_MIN) & (np.abs(q_eta) < _ETA_DETECTOR)
+        & (llp["zone"][q_llp] < ZONE_BEYOND),
+    }
 
-    # ISR jets away from the other jets' partons (as QCD keeps its jets apart)
-    kq = 2 * k
-    qe = np.where(q_vis, q_eta, 99.0).reshape(n, kq)
-    qp = q_phi.reshape(n, kq)
+
+def _separate_isr(rng, o: ModelOptions, isr: dict, quarks: dict) -> None:
+    """Resample (in place, up to 30 times) the η of ISR jets within ΔR < 0.6 of the
+    visible quarks or of earlier ISR jets, as QCD keeps its jets apart."""
+    isr_valid, isr_eta, isr_phi = isr["valid"], isr["eta"], isr["phi"]
+    n, k_isr = isr_eta.shape
+    kq = 2 * int(o.llp_per_event)
+    qe = np.where(quarks["vis"], quarks["eta"], 99.0).reshape(n, kq)
+    qp = quarks["phi"].reshape(n, kq)
     for j in range(k_isr):
         for _ in range(30):
             prev = np.where(isr_valid[:, :j], isr_eta[:, :j], 99.0)
@@ -310,22 +374,34 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
                 break
             isr_eta[close, j] = rng.uniform(-o.jet_eta_max, o.jet_eta_max, c)
 
-    # ------------------------------------------------------------------ proto-jets
-    qi = np.nonzero(q_vis)[0]
+
+def _proto_jets(rng, o: ModelOptions, isr: dict, quarks: dict) -> tuple[dict, dict]:
+    """Proto-jets (valid ISR jets and visible quarks, grouped by event) and their flavours.
+
+    Returns ``(pj, fl)``: ``pj`` holds ``event, pt, eta, phi``, ``quark`` (index
+    of its quark, -1 for ISR), ``is_q`` and ``llp`` (its X, -1 for ISR); ``fl``
+    the flavours of :func:`jet_flavour`, overridden by the quark's for LLP jets.
+    """
+    q_id = _QUARK_MASS[o.llp_decay][0]
+    isr_valid = isr["valid"]
+    qi = np.nonzero(quarks["vis"])[0]
     n_i = int(isr_valid.sum())
-    pj_event = np.concatenate([np.nonzero(isr_valid)[0], q_event[qi]])
+    pj_event = np.concatenate([np.nonzero(isr_valid)[0], quarks["event"][qi]])
     order = np.argsort(pj_event, kind="stable")
-    pj_event = pj_event[order]
-    pj_pt = np.concatenate([isr_pt[isr_valid], q_pt[qi]])[order]
-    pj_eta = np.concatenate([isr_eta[isr_valid], q_eta[qi]])[order]
-    pj_phi = np.concatenate([isr_phi[isr_valid], q_phi[qi]])[order]
-    pj_quark = np.concatenate([np.full(n_i, -1, np.int64), qi])[order]
-    npj = pj_pt.size
-    is_q = pj_quark >= 0
-    pj_llp = np.where(is_q, q_llp[np.maximum(pj_quark, 0)], -1) if npj else np.zeros(0, np.int64)
+    pj = {
+        "event": pj_event[order],
+        "pt": np.concatenate([isr["pt"][isr_valid], quarks["pt"][qi]])[order],
+        "eta": np.concatenate([isr["eta"][isr_valid], quarks["eta"][qi]])[order],
+        "phi": np.concatenate([isr["phi"][isr_valid], quarks["phi"][qi]])[order],
+        "quark": np.concatenate([np.full(n_i, -1, np.int64), qi])[order],
+    }
+    npj = pj["pt"].size
+    is_q = pj["is_q"] = pj["quark"] >= 0
+    pj["llp"] = (np.where(is_q, quarks["llp"][np.maximum(pj["quark"], 0)], -1) if npj
+                 else np.zeros(0, np.int64))
 
     fl = jet_flavour(rng, o, npj)
-    qpdg = q_pdg[np.maximum(pj_quark, 0)] if npj else np.zeros(0, np.int32)
+    qpdg = quarks["pdgId"][np.maximum(pj["quark"], 0)] if npj else np.zeros(0, np.int32)
     fl["is_gluon"] = np.where(is_q, False, fl["is_gluon"])
     fl["sign"] = np.where(is_q, np.sign(qpdg), fl["sign"])
     fl["light"] = np.where(is_q, np.abs(qpdg), fl["light"])
@@ -335,19 +411,34 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
     fl["g_cc"] = fl["g_cc"] & ~is_q
     fl["n_b_had"] = np.where(is_q, 1 if q_id == 5 else 0, fl["n_b_had"])
     fl["n_c_had"] = np.where(is_q, 0, fl["n_c_had"])
+    return pj, fl
 
-    con = constituents(rng, o, pj_pt, pj_eta, pj_phi, fl["is_gluon"], fl["hadron"], fl["sign"])
+
+def _displaced_constituents(rng, o: ModelOptions, pj: dict, fl: dict, llp: dict) -> dict:
+    """Constituents of the proto-jets (:func:`constituents`), those of LLP jets moved
+    to their X's decay vertex; adds ``llp``, ``event`` and ``displaced`` per constituent."""
+    con = constituents(rng, o, pj["pt"], pj["eta"], pj["phi"], fl["is_gluon"], fl["hadron"], fl["sign"])
     cj = con["cj"]
-    c_llp = pj_llp[cj]
-    c_event = pj_event[cj]
-    vx, vy, vz = con["vx"], con["vy"], con["vz"]
+    c_llp = pj["llp"][cj]
     disp = c_llp >= 0
     li = c_llp[disp]
-    vx[disp] += l_vx[li]
-    vy[disp] += l_vy[li]
-    vz[disp] += l_vz[li]
+    con["vx"][disp] += llp["vx"][li]
+    con["vy"][disp] += llp["vy"][li]
+    con["vz"][disp] += llp["vz"][li]
+    con["llp"], con["event"], con["displaced"] = c_llp, pj["event"][cj], disp
+    return con
 
-    # ------------------------------------------------------------------ detector acceptance
+
+def _acceptance(con: dict, pv_z: np.ndarray) -> dict[str, np.ndarray]:
+    """What the detector sees of the constituents (see the module docstring).
+
+    Displaced charged particles produced in the ECAL (HCAL) become neutral
+    hadrons or photons; displaced calorimeter deposits are seen from the primary
+    vertex (:func:`_calo_direction`); particles produced beyond the calorimeters
+    or at |η| ≥ 5 are dropped. Returns the kept constituents: ``cj``, ``llp``,
+    ``event``, ``cpt``, ``eta``, ``phi``, ``pdg``, ``origin``, ``vx``, ``vy``, ``vz``.
+    """
+    vx, vy, vz, disp, c_event = con["vx"], con["vy"], con["vz"], con["displaced"], con["event"]
     pdg = con["pdg"]
     cpt, c_eta, c_phi = con["cpt"], con["c_eta_abs"], con["c_phi_abs"]
     zone = np.where(disp, _zone(np.hypot(vx, vy), np.abs(vz + pv_z[c_event])), ZONE_TRACKER)
@@ -367,22 +458,37 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
         c_phi = c_phi.copy()
         c_eta[ci], c_phi[ci] = e_eta, e_phi
     keep = (zone != ZONE_BEYOND) & (np.abs(c_eta) < _ETA_DETECTOR)
-    cj, c_llp, c_event = cj[keep], c_llp[keep], c_event[keep]
-    cpt, c_eta, c_phi, pdg = cpt[keep], c_eta[keep], c_phi[keep], pdg[keep]
-    origin, vx, vy, vz = con["origin"][keep], vx[keep], vy[keep], vz[keep]
+    return {
+        "cj": con["cj"][keep], "llp": con["llp"][keep], "event": c_event[keep],
+        "cpt": cpt[keep], "eta": c_eta[keep], "phi": c_phi[keep], "pdg": pdg[keep],
+        "origin": con["origin"][keep], "vx": vx[keep], "vy": vy[keep], "vz": vz[keep],
+    }
 
-    # ------------------------------------------------------------------ jets from constituents
-    def axes(jet_of, size):
-        sx = _group_sum(jet_of, cpt * np.cos(c_phi), size)
-        sy = _group_sum(jet_of, cpt * np.sin(c_phi), size)
-        sz = _group_sum(jet_of, cpt * np.sinh(c_eta), size)
-        ncon = np.bincount(jet_of, minlength=size)
-        return (*_pt_eta_phi(sx, sy, sz), ncon)
 
-    a_pt, a_eta, a_phi, a_n = axes(cj, npj)
-    target = _merge(pj_event, a_pt, a_eta, a_phi, a_n > 0, n)
-    cj = target[cj]
-    f_pt, f_eta, f_phi, f_n = axes(cj, npj)  # indexed by surviving proto-jet
+def _axes(jet_of, acc: dict, size: int):
+    """pT, η, φ of the summed constituent momenta per jet, and the constituent counts."""
+    cpt, c_eta, c_phi = acc["cpt"], acc["eta"], acc["phi"]
+    sx = _group_sum(jet_of, cpt * np.cos(c_phi), size)
+    sy = _group_sum(jet_of, cpt * np.sin(c_phi), size)
+    sz = _group_sum(jet_of, cpt * np.sinh(c_eta), size)
+    ncon = np.bincount(jet_of, minlength=size)
+    return (*_pt_eta_phi(sx, sy, sz), ncon)
+
+
+def _cluster(o: ModelOptions, n: int, pj: dict, acc: dict) -> dict[str, np.ndarray]:
+    """Jets from the accepted constituents: proto-jets merge (:func:`_merge`), get the
+    jet energy correction and pass ``jet_pt_min`` and |η| < 4.7.
+
+    Returns ``a_pt`` (each proto-jet's own pT), ``target`` (its merge target),
+    ``pt`` (corrected), ``eta``, ``phi``, ``raw``, ``jec`` (indexed by proto-jet),
+    ``sel`` (surviving proto-jets in output order: by event, descending pT),
+    ``new_index`` (proto-jet → output jet, -1) and ``cj`` (output jet of each constituent).
+    """
+    npj = pj["pt"].size
+    a_pt, a_eta, a_phi, a_n = _axes(acc["cj"], acc, npj)
+    target = _merge(pj["event"], a_pt, a_eta, a_phi, a_n > 0, n)
+    cj = target[acc["cj"]]
+    f_pt, f_eta, f_phi, f_n = _axes(cj, acc, npj)  # indexed by surviving proto-jet
     raw = f_pt
     pt0 = raw * (1.0 + 0.9 / np.sqrt(np.maximum(raw, 1e-6)))
     jec = 1.0 + 0.9 / np.sqrt(np.maximum(pt0, 1e-6))
@@ -390,55 +496,77 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
     alive = (target == np.arange(npj)) & (f_n > 0) & (pt_corr >= o.jet_pt_min)
     alive &= np.abs(f_eta) < _JET_ETA_MAX
     sel = np.nonzero(alive)[0]
-    sel = sel[np.lexsort((-pt_corr[sel], pj_event[sel]))]
-    nj = sel.size
+    sel = sel[np.lexsort((-pt_corr[sel], pj["event"][sel]))]
     new_index = np.full(npj, -1, np.int64)
-    new_index[sel] = np.arange(nj)
-    cj = new_index[cj]
+    new_index[sel] = np.arange(sel.size)
+    return {
+        "a_pt": a_pt, "target": target, "pt": pt_corr, "eta": f_eta, "phi": f_phi, "raw": raw,
+        "jec": jec, "sel": sel, "new_index": new_index, "cj": new_index[cj],
+    }
 
-    # truth of merged jets: the component of highest hadron flavour, then pT
+
+def _merged_truth(pj: dict, fl: dict, cl: dict) -> tuple[np.ndarray, dict, np.ndarray]:
+    """Truth of each output jet: flavours of its dominant component (highest hadron
+    flavour, then pT; hadron counts summed over components) and the X of its hardest
+    LLP component. Returns ``(dominant proto-jet, flavours, llp)`` per output jet."""
+    npj = pj["pt"].size
+    a_pt, target, sel = cl["a_pt"], cl["target"], cl["sel"]
     comp = np.lexsort((-a_pt, -fl["hadron"], target))
     first = np.r_[True, target[comp][1:] != target[comp][:-1]] if npj else np.zeros(0, bool)
     dom = np.arange(npj)
     dom[target[comp][first]] = comp[first]
-    comp_l = np.lexsort((-a_pt, pj_llp < 0, target))
+    comp_l = np.lexsort((-a_pt, pj["llp"] < 0, target))
     first_l = np.r_[True, target[comp_l][1:] != target[comp_l][:-1]] if npj else np.zeros(0, bool)
     llp_of = np.full(npj, -1, np.int64)
-    llp_of[target[comp_l][first_l]] = pj_llp[comp_l][first_l]
+    llp_of[target[comp_l][first_l]] = pj["llp"][comp_l][first_l]
     d = dom[sel]
     jfl = {key: v[d] for key, v in fl.items()}
     jfl["n_b_had"] = _group_sum(target, fl["n_b_had"], npj)[sel].astype(np.int64)
     jfl["n_c_had"] = _group_sum(target, fl["n_c_had"], npj)[sel].astype(np.int64)
-    j_llp = llp_of[sel]
+    return d, jfl, llp_of[sel]
 
-    j_event = pj_event[sel]
-    n_jets = np.bincount(j_event, minlength=n).astype(np.int64)
-    pt, eta, phi = pt_corr[sel], f_eta[sel], f_phi[sel]
+
+def _jet_records(rng, n: int, pj: dict, con: dict, acc: dict, cl: dict, d: np.ndarray,
+                 jfl: dict, j_llp: np.ndarray) -> tuple[dict, dict]:
+    """The ``jet`` and constituent records :func:`finish_events` takes; generator
+    truth from :func:`gen_truth`, with the LLP quark as parton of LLP jets."""
+    sel = cl["sel"]
+    j_event = pj["event"][sel]
+    pt, eta, phi = cl["pt"][sel], cl["eta"][sel], cl["phi"][sel]
     truth = gen_truth(rng, pt, eta, phi, jfl)
     is_llp_jet = j_llp >= 0
     truth["parton"] = np.where(is_llp_jet, jfl["true_flav"], truth["parton"])
     truth["phys"] = np.where(is_llp_jet, jfl["true_flav"], truth["phys"])
     jet = {
-        "pt": pt, "eta": eta, "phi": phi, "n_jets": n_jets, "jet_event": j_event,
-        "true_flav": jfl["true_flav"], "hadron": jfl["hadron"], "n_b_had": jfl["n_b_had"],
-        "n_c_had": jfl["n_c_had"], **truth,
+        "pt": pt, "eta": eta, "phi": phi, "n_jets": np.bincount(j_event, minlength=n).astype(np.int64),
+        "jet_event": j_event, "true_flav": jfl["true_flav"], "hadron": jfl["hadron"],
+        "n_b_had": jfl["n_b_had"], "n_c_had": jfl["n_c_had"], **truth,
     }
+    cj = cl["cj"]
     con_out = {
-        "jec": jec[sel], "raw_pt": raw[sel], "cj": cj, "nc": cj.size, "cpt": cpt,
-        "c_eta_abs": c_eta, "c_phi_abs": c_phi, "pdg": pdg, "origin": origin,
-        "vx": vx, "vy": vy, "vz": vz, "event": c_event,
+        "jec": cl["jec"][sel], "raw_pt": cl["raw"][sel], "cj": cj, "nc": cj.size, "cpt": acc["cpt"],
+        "c_eta_abs": acc["eta"], "c_phi_abs": acc["phi"], "pdg": acc["pdg"], "origin": acc["origin"],
+        "vx": acc["vx"], "vy": acc["vy"], "vz": acc["vz"], "event": acc["event"],
     }
     for key in ("decayLength", "hadronPdgId", "hadronPt", "hadronEta", "hadronPhi", "hadronMass"):
         con_out[key] = con[key][d]
+    return jet, con_out
 
-    # ------------------------------------------------------------------ truth records
+
+def _truth_records(o: ModelOptions, n: int, med: dict, llp: dict, quarks: dict, pj: dict,
+                   cl: dict, j_llp: np.ndarray) -> tuple[dict, np.ndarray]:
+    """``Events.truth`` (``llp``, ``quark``, ``mediator``, ``genpart``) and each jet's
+    ``genPartMother`` (its X's ``GenPart`` row, -1 for other jets)."""
+    big_m, m, k = float(o.mediator_mass), float(o.llp_mass), int(o.llp_per_event)
+    nl = llp["event"].size
     # the final jet holding each quark's constituents (its own or the one it merged into)
-    q_jet = np.full(nq, -1, np.int64)
-    q_jet[pj_quark[is_q]] = new_index[target[is_q]]
+    is_q = pj["is_q"]
+    q_jet = np.full(quarks["pt"].size, -1, np.int64)
+    q_jet[pj["quark"][is_q]] = cl["new_index"][cl["target"][is_q]]
     l_local = np.tile(np.arange(k), n)
-    mother = np.where(is_llp_jet, 1 + l_local[np.maximum(j_llp, 0)], -1).astype(np.int64)
-    med_pt, med_eta, med_phi = _pt_eta_phi(med_px, med_py, med_pz)
-    l_pt, l_eta, l_phi = _pt_eta_phi(px_l, py_l, pz_l)
+    mother = np.where(j_llp >= 0, 1 + l_local[np.maximum(j_llp, 0)], -1).astype(np.int64)
+    med_pt, med_eta, med_phi = _pt_eta_phi(med["px"], med["py"], med["pz"])
+    l_pt, l_eta, l_phi = _pt_eta_phi(llp["px"], llp["py"], llp["pz"])
     gp_counts = np.full(n, 1 + k, np.int64)
     gp_local = _local_index(gp_counts)
     is_med = gp_local == 0
@@ -447,19 +575,20 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
     def gp(med_vals, llp_vals):
         return np.where(is_med, np.repeat(med_vals, 1 + k), np.asarray(llp_vals)[li_gp])
 
-    truth_out = {
+    l_vx, l_vy = llp["vx"], llp["vy"]
+    truth = {
         "llp": {
-            "event": l_event, "pt": l_pt, "eta": l_eta, "phi": l_phi, "p": p_l,
-            "mass": np.full(nl, m), "betagamma": bg, "ctau": np.full(nl, float(o.llp_ctau)),
-            "decayLength": flight, "lxy": np.hypot(l_vx, l_vy), "vx": l_vx, "vy": l_vy,
-            "vz": l_vz, "zone": l_zone, "pdgId": np.full(nl, LLP_PDGID, np.int32),
+            "event": llp["event"], "pt": l_pt, "eta": l_eta, "phi": l_phi, "p": llp["p"],
+            "mass": np.full(nl, m), "betagamma": llp["bg"], "ctau": np.full(nl, float(o.llp_ctau)),
+            "decayLength": llp["flight"], "lxy": np.hypot(l_vx, l_vy), "vx": l_vx, "vy": l_vy,
+            "vz": llp["vz"], "zone": llp["zone"], "pdgId": np.full(nl, LLP_PDGID, np.int32),
         },
         "quark": {
-            "event": q_event, "llp": q_llp, "pdgId": q_pdg, "pt": q_pt, "eta": q_eta,
-            "phi": q_phi, "jet": q_jet,
+            "event": quarks["event"], "llp": quarks["llp"], "pdgId": quarks["pdgId"],
+            "pt": quarks["pt"], "eta": quarks["eta"], "phi": quarks["phi"], "jet": q_jet,
         },
         "mediator": {
-            "pt": med_pt, "eta": med_eta, "phi": med_phi, "y": med_y, "mass": np.full(n, big_m),
+            "pt": med_pt, "eta": med_eta, "phi": med_phi, "y": med["y"], "mass": np.full(n, big_m),
         },
         "genpart": {
             "counts": gp_counts,
@@ -473,13 +602,7 @@ def generate_llp(n: int, rng: np.random.Generator, o: ModelOptions, file_index: 
             "genPartIdxMother": np.where(is_med, -1, 0).astype(np.int32),
         },
     }
-    evt = {"mu_true": mu_true, "n_pu": n_pu, "pv_z": pv_z, "pthat": pthat}
-    return finish_events(
-        n, rng, o, file_index, "llp", evt, jet, con_out,
-        cand_extra={"llp": c_llp},
-        jet_extra={"llp": j_llp, "genPartMother": mother},
-        truth=truth_out,
-    )
+    return truth, mother
 
 
 def _merge(event, pt, eta, phi, ok, n_events):

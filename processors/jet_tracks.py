@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import awkward as ak
@@ -37,7 +37,7 @@ from jettracks import mldata
 from jettracks import readers
 from jettracks.association import compare_association
 from jettracks.impact import dxy_significance, valid_dxy
-from jettracks.kernels import associate_tracks
+from jettracks.kernels import KERNEL_COLUMNS, associate_tracks, delta_r
 
 __all__ = [
     "CUTFLOW_STEPS",
@@ -61,9 +61,6 @@ CUTFLOW_STEPS = (
     "tracks_in_cone",
     "tracks_valid_dxy",
 )
-
-DXY_HISTOGRAMS = ("track_dxy", "track_abs_dxy", "track_dxy_significance")
-
 
 def _cat_axes() -> list:
     return [
@@ -120,10 +117,16 @@ class ChunkAnalysis:
         jet_event: index of each selected jet's event in the batch.
         jet_tracks: jagged [jet][track] records: pt, eta, phi, charge, dxy, dxy_err, dz (cm), dr.
         flavour_codes: :data:`jettracks.flavour.CODES` per selected jet.
+        flavour_labels: their labels (``b``, ``c``, ``uds``, ``g``, ``unmatched``, ``data``).
         flavour_definition: the definition used (``hadron``, ``parton``, ``physics``, ``data``).
+        labels_by_definition: labels per selected jet under every definition the
+            chunk's truth branches allow (empty for collision data); computed once
+            per chunk and shared by the histograms and the ML columns.
         n_events: events in the chunk; for per-jet formats the events that begin in it
             (``analyse`` assumes the chunk begins at an event boundary, ``process``
             checks the entry before the chunk: :func:`count_event_starts`).
+        n_jets: jets in the chunk before the selection.
+        n_tracks_selected: tracks passing the track selection (charge, pT) before association.
     """
 
     batch: Any
@@ -131,21 +134,26 @@ class ChunkAnalysis:
     jet_event: np.ndarray
     jet_tracks: ak.Array
     flavour_codes: np.ndarray
+    flavour_labels: np.ndarray
     flavour_definition: str
+    labels_by_definition: dict[str, np.ndarray]
     n_events: int
     n_jets: int
     n_tracks_selected: int
+    _dxy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def track_dxy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat ``(dxy_cm, dxy_err_cm, valid)`` over all associated tracks.
+        """Flat ``(dxy_cm, dxy_err_cm, valid)`` over all associated tracks (computed once).
 
         ``valid``: :func:`jettracks.impact.valid_dxy` (finite dxy and ``dxy_err > 0``),
         the definition the ML columns use too.
         """
-        flat_tracks = ak.flatten(self.jet_tracks, axis=1)
-        dxy = ak.to_numpy(flat_tracks["dxy"]).astype(np.float64)
-        dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
-        return dxy, dxy_err, valid_dxy(dxy, dxy_err)
+        if self._dxy is None:
+            flat_tracks = ak.flatten(self.jet_tracks, axis=1)
+            dxy = ak.to_numpy(flat_tracks["dxy"]).astype(np.float64)
+            dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
+            self._dxy = (dxy, dxy_err, valid_dxy(dxy, dxy_err))
+        return self._dxy
 
 
 class JetTrackProcessor(processor.ProcessorABC):
@@ -213,22 +221,26 @@ class JetTrackProcessor(processor.ProcessorABC):
     def reader_for(self, fmt: str) -> readers.Reader:
         return readers.get(fmt, **self.reader_options)
 
-    def _flavour_codes(self, jets: ak.Array, batch, reader, is_mc: bool) -> tuple[np.ndarray, str]:
+    def _flavour(self, jets: ak.Array, batch, reader, is_mc: bool):
+        """``(codes, labels, definition, labels_by_definition)`` of the selected jets.
+
+        Codes are computed once per available definition (:func:`jettracks.flavour.codes_by_definition`);
+        the run's definition (``flavour`` option, or the format's default) must be among them.
+        """
         definition = reader.default_flavour if self.flavour == "auto" else self.flavour
-        n = len(jets)
         if not is_mc or not batch.flavour_fields:
-            return flav.flavour_codes(definition=definition, n=n, is_data=True), "data"
-
-        def field(name):
-            return ak.to_numpy(jets[name]) if name in batch.flavour_fields else None
-
-        codes = flav.flavour_codes(
-            definition=definition,
-            hadron=field("hadron_flavour"),
-            parton=field("parton_flavour"),
-            physics=field("physics_flavour"),
-        )
-        return codes, definition
+            codes = flav.flavour_codes(definition=definition, n=len(jets), is_data=True)
+            return codes, flav.flavour_labels(codes), "data", {}
+        truth = {
+            name.split("_")[0]: ak.to_numpy(jets[name])
+            for name in ("hadron_flavour", "parton_flavour", "physics_flavour")
+            if name in batch.flavour_fields
+        }
+        codes_by_definition = flav.codes_by_definition(**truth)
+        if definition not in codes_by_definition:
+            flav.flavour_codes(definition=definition, **truth)  # raises: its branch is absent
+        labels = {d: flav.flavour_labels(c) for d, c in codes_by_definition.items()}
+        return codes_by_definition[definition], labels[definition], definition, labels
 
     # -- per-chunk analysis (shared by both engines) -----------------------------
     def analyse(self, columns: Any, *, fmt: str, is_mc: bool = True) -> ChunkAnalysis:
@@ -255,7 +267,7 @@ class JetTrackProcessor(processor.ProcessorABC):
         n_sel_per_event = np.bincount(sel_event, minlength=batch.n_events).astype(np.int64)
 
         if batch.tracks is not None:
-            _, n_tracks_selected, jet_tracks = self._associate_event_tracks(
+            n_tracks_selected, jet_tracks = self._associate_event_tracks(
                 batch, jets, n_sel_per_event
             )
         elif batch.jet_tracks is not None:
@@ -266,7 +278,7 @@ class JetTrackProcessor(processor.ProcessorABC):
                 ak.zip({f: np.zeros(0, np.float32) for f in (*readers.base.TRACK_FIELDS, "dr")}),
                 np.zeros(len(jets), dtype=np.int64),
             )
-        codes, definition = self._flavour_codes(jets, batch, reader, is_mc)
+        codes, labels, definition, labels_by_definition = self._flavour(jets, batch, reader, is_mc)
         n_events = batch.n_events
         if reader.per_jet_entries:
             # Provisional: the chunk's first entry counted as an event start;
@@ -278,7 +290,9 @@ class JetTrackProcessor(processor.ProcessorABC):
             jet_event=sel_event,
             jet_tracks=jet_tracks,
             flavour_codes=codes,
+            flavour_labels=labels,
             flavour_definition=definition,
+            labels_by_definition=labels_by_definition,
             n_events=int(n_events),
             n_jets=int(len(jet_pt)),
             n_tracks_selected=int(n_tracks_selected),
@@ -286,7 +300,7 @@ class JetTrackProcessor(processor.ProcessorABC):
 
     def fill(self, dataset: str, chunk: ChunkAnalysis) -> dict[str, hist.Hist]:
         """Histograms of one analysed chunk (see :func:`make_histograms`)."""
-        labels = flav.flavour_labels(chunk.flavour_codes)
+        labels = chunk.flavour_labels
         jets, jet_tracks = chunk.jets, chunk.jet_tracks
         n_per_jet = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int64)
         flat_tracks = ak.flatten(jet_tracks, axis=1)
@@ -377,12 +391,11 @@ class JetTrackProcessor(processor.ProcessorABC):
         if self.association == "constituents" and batch.links is not None:
             n_per_jet, index, dr = self._constituents(batch, jets, jet_offsets, trk_offsets, mask)
         else:
+            reads = KERNEL_COLUMNS["reads"]
             n_per_jet, index, dr = associate_tracks(
-                ak.to_numpy(jets["eta"]),
-                ak.to_numpy(jets["phi"]),
+                *(ak.to_numpy(jets[f]) for f in reads["jets"]),
                 jet_offsets,
-                ak.to_numpy(tracks_flat["eta"]),
-                ak.to_numpy(tracks_flat["phi"]),
+                *(ak.to_numpy(tracks_flat[f]) for f in reads["tracks"]),
                 trk_offsets,
                 cone_dr=self.cone_dr,
                 mode=self.assignment,
@@ -390,12 +403,10 @@ class JetTrackProcessor(processor.ProcessorABC):
             )
         cols = {f: ak.to_numpy(tracks_flat[f])[index] for f in readers.base.TRACK_FIELDS}
         cols["dr"] = dr.astype(np.float32)
-        return tracks_flat, int(mask.sum()), ak.unflatten(ak.zip(cols), n_per_jet)
+        return int(mask.sum()), ak.unflatten(ak.zip(cols), n_per_jet)
 
     def _constituents(self, batch, jets, jet_offsets, trk_offsets, mask):
         """Constituent association from JetPFCands links (selected jets, selected tracks)."""
-        from jettracks.kernels import delta_r
-
         links = batch.links
         n_links = ak.to_numpy(ak.num(links, axis=1)).astype(np.int64)
         ev = np.repeat(np.arange(len(n_links)), n_links)
@@ -436,20 +447,6 @@ class JetTrackProcessor(processor.ProcessorABC):
     # -- ML columns ------------------------------------------------------------------------
     def _write_ml_part(self, meta, chunk: ChunkAnalysis) -> str:
         batch, jets = chunk.batch, chunk.jets
-        is_mc = bool(meta.get("is_mc", True))
-        labels_by_definition = {}
-        needs = {"hadron": "hadron_flavour", "parton": "parton_flavour", "physics": "physics_flavour"}
-        for definition, field in needs.items():
-            if is_mc and field in batch.flavour_fields:
-                codes = flav.flavour_codes(
-                    definition=definition,
-                    **{
-                        k.split("_")[0]: ak.to_numpy(jets[k])
-                        for k in ("hadron_flavour", "parton_flavour", "physics_flavour")
-                        if k in batch.flavour_fields
-                    },
-                )
-                labels_by_definition[definition] = flav.flavour_labels(codes)
         columns = mldata.jet_columns(
             dataset=meta["dataset"],
             run=batch.run[chunk.jet_event],
@@ -458,8 +455,9 @@ class JetTrackProcessor(processor.ProcessorABC):
             jets=jets,
             jet_tracks=chunk.jet_tracks,
             flavour_codes=chunk.flavour_codes,
+            flavour_labels=chunk.flavour_labels,
             flavour_definition=chunk.flavour_definition,
-            labels_by_definition=labels_by_definition,
+            labels_by_definition=chunk.labels_by_definition,
             flavour_fields=batch.flavour_fields,
             has_dxy=batch.has_dxy,
             is_signal=bool(meta.get("is_signal", False)),

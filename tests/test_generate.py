@@ -500,7 +500,7 @@ def test_dataset_serial_skip_and_overwrite(tmp_path):
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
-    def broken(path, events, **kw):
+    def broken(path, _events, **_kw):
         Path(path).write_bytes(b"half")
         raise RuntimeError("disk full")
 

@@ -19,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jettracks.kernels import ASSIGNMENT_MODES, Association, associate_tracks, delta_phi, delta_r
+from jettracks.kernels import (
+    ASSIGNMENT_MODES,
+    KERNEL_COLUMNS,
+    Association,
+    associate_tracks,
+    delta_phi,
+    delta_r,
+)
 
 PI = math.pi
 TWO_PI = 2.0 * math.pi
@@ -492,3 +499,27 @@ def test_delta_r_values():
     out = delta_r(eta1, phi1, 0.5, -3.0)
     np.testing.assert_allclose(out, [math.hypot(0.5, 3.0), math.hypot(0.5, TWO_PI - 6.0)], rtol=1e-14)
     assert delta_r(0.0, 0.0, 0.0, 0.0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# The kernel's declared columns
+# ---------------------------------------------------------------------------------------
+def test_kernel_columns_match_the_signature_and_the_common_layout():
+    """KERNEL_COLUMNS names the kernel's array arguments (in order) and its result fields;
+    the fields it reads exist in the readers' common layout."""
+    import inspect
+
+    from jettracks.readers.base import TRACK_FIELDS
+
+    reads = KERNEL_COLUMNS["reads"]
+    params = [
+        p.name for p in inspect.signature(associate_tracks).parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]
+    assert params == [
+        *(f"jet_{f}" for f in reads["jets"]), "jet_offsets",
+        *(f"trk_{f}" for f in reads["tracks"]), "trk_offsets",
+    ]
+    assert tuple(KERNEL_COLUMNS["produces"]) == Association._fields
+    assert set(reads["tracks"]) <= set(TRACK_FIELDS)
+    assert set(reads["jets"]) <= {"pt", "eta", "phi", "mass", "index"}

@@ -304,7 +304,7 @@ def test_association_equals_brute_force(processed, stem):
     assert n_checked == result["cutflow"][stem]["tracks_in_cone"] > 0
 
 
-def _own_hists(ml, raw, stem):
+def _own_hists(raw):
     """dxy and |dxy| histograms filled here from raw branches, valid = error > 0 (PFNano: d0Err > 0)."""
     truth = brute_force(raw, cone=CONE, track_pt_min=0.0)
     dxy = []
@@ -325,7 +325,7 @@ def _own_hists(ml, raw, stem):
 def test_dxy_histograms_equal_raw_fill_without_fill_values(processed, stem):
     result, ml, raw = processed[stem]
     hists = result["hists"]
-    own, own_abs, dxy = _own_hists(ml, raw, stem)
+    own, own_abs, dxy = _own_hists(raw)
     mine = hists["track_dxy"][{"dataset": stem}].project("dxy")
     mine_abs = hists["track_abs_dxy"][{"dataset": stem}].project("absdxy")
     np.testing.assert_array_equal(mine.values(flow=True), own.values(flow=True))

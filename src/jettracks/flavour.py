@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CODES", "DEFINITIONS", "LABELS", "flavour_codes", "flavour_labels"]
+__all__ = ["CODES", "DEFINITIONS", "LABELS", "codes_by_definition", "flavour_codes", "flavour_labels"]
 
 #: Label → integer code (codes are stable; they appear in ML datasets).
 CODES: dict[str, int] = {"unmatched": 0, "uds": 1, "c": 4, "b": 5, "g": 21, "data": -1}
@@ -84,6 +84,26 @@ def flavour_codes(
     if source is None:
         raise ValueError(f"flavour definition {definition!r} needs its flavour branch")
     return _from_pdgid(source)
+
+
+def codes_by_definition(
+    *,
+    hadron: np.ndarray | None = None,
+    parton: np.ndarray | None = None,
+    physics: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Codes under every definition whose branch is given, in :data:`DEFINITIONS` order.
+
+    Same arguments as :func:`flavour_codes` (simulation only). Each definition
+    needs the branch of its name (``hadron`` also uses ``parton`` when given); a
+    definition whose branch is ``None`` is left out.
+    """
+    truth = {"hadron": hadron, "parton": parton, "physics": physics}
+    return {
+        definition: flavour_codes(definition=definition, **truth)
+        for definition in DEFINITIONS
+        if truth[definition] is not None
+    }
 
 
 _CODE_TO_LABEL = {code: label for label, code in CODES.items()}

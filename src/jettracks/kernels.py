@@ -55,12 +55,6 @@ __all__ = [
 
 ASSIGNMENT_MODES = ("all", "nearest")
 
-#: What :func:`associate_tracks` reads and produces (for the processor's column bookkeeping).
-KERNEL_COLUMNS = {
-    "reads": {"jets": ("eta", "phi"), "tracks": ("eta", "phi")},
-    "produces": ("n_tracks_per_jet", "track_index", "track_dr"),
-}
-
 _TWO_PI = 2.0 * math.pi
 _THREE_PI = 3.0 * math.pi
 #: Events whose |φ| values (jets and tracks) all stay within this bound have
@@ -323,6 +317,17 @@ class Association(NamedTuple):
     n_tracks_per_jet: np.ndarray
     track_index: np.ndarray
     track_dr: np.ndarray
+
+
+#: The fields :func:`associate_tracks` reads and produces. ``reads``: the record
+#: fields of the jets and tracks (the common layout, :mod:`jettracks.readers.base`)
+#: it takes as arrays, in argument order (``jet_<field>``, then ``trk_<field>``);
+#: the processor passes exactly these. ``produces``: the fields of its result,
+#: :class:`Association`.
+KERNEL_COLUMNS = {
+    "reads": {"jets": ("eta", "phi"), "tracks": ("eta", "phi")},
+    "produces": Association._fields,
+}
 
 
 def _as_offsets(offsets: np.ndarray, n_content: int, what: str) -> np.ndarray:

@@ -149,6 +149,7 @@ def jet_columns(
     jets: ak.Array,
     jet_tracks: ak.Array,
     flavour_codes: np.ndarray,
+    flavour_labels: np.ndarray | None = None,
     flavour_definition: str,
     labels_by_definition: Mapping[str, np.ndarray],
     flavour_fields: tuple[str, ...],
@@ -163,8 +164,11 @@ def jet_columns(
     ``dxy_err > 0``, cm), the cut flow's definition; where it is not, ``track_dxy``,
     ``track_dxy_err`` and ``track_dxy_sig`` are NaN and the track is left out of
     ``n_tracks_valid_dxy``, ``max_abs_dxy``, ``median_abs_dxy`` and ``n_tracks_sig_gt_*``.
+
+    ``flavour_labels``: the labels of ``flavour_codes`` when the caller has them
+    already (else computed here); ``labels_by_definition``: ``label_<definition>`` columns.
     """
-    from .flavour import flavour_labels
+    from .flavour import flavour_labels as labels_of
     from .impact import dxy_significance, valid_dxy
 
     n = len(jets)
@@ -178,7 +182,7 @@ def jet_columns(
         "jet_eta": ak.to_numpy(jets["eta"]).astype(np.float32),
         "jet_phi": ak.to_numpy(jets["phi"]).astype(np.float32),
         "jet_mass": ak.to_numpy(jets["mass"]).astype(np.float32),
-        "flavour": flavour_labels(flavour_codes).astype(str),
+        "flavour": np.asarray(labels_of(flavour_codes) if flavour_labels is None else flavour_labels).astype(str),
         "flavour_code": np.asarray(flavour_codes, dtype=np.int8),
         "flavour_definition": np.full(n, flavour_definition),
     }

@@ -253,10 +253,6 @@ class Events:
     def n_jets(self) -> int:
         return int(self.jet_counts.sum())
 
-    @property
-    def n_cands(self) -> int:
-        return int(self.cand_counts.sum())
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -245,16 +245,22 @@ def _padded(cols: dict[str, Any], n_pad: int, sort_key: str, has_dxy: bool) -> d
 
 
 def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any]) -> str:
-    """Write one Parquet part atomically (temporary name, then rename); return its path."""
+    """Write one Parquet part atomically (temporary name, then rename); return its path.
+
+    A column without missing values is written as a non-nullable Arrow field
+    (every column, as :func:`jet_columns` makes them): readers then see plain
+    types, not option types (``ak.from_parquet`` gives ``float32``, not ``?float32``,
+    and filtering rows keeps records, not ``?{...}``). Invalid values are NaN, never null.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table(
-        {
-            k: ak.to_arrow(v, extensionarray=False) if isinstance(v, ak.Array) else pa.array(v)
-            for k, v in columns.items()
-        }
-    )
+    arrays = {
+        k: ak.to_arrow(v, extensionarray=False) if isinstance(v, ak.Array) else pa.array(v)
+        for k, v in columns.items()
+    }
+    schema = pa.schema([pa.field(k, a.type, nullable=a.null_count > 0) for k, a in arrays.items()])
+    table = pa.Table.from_arrays(list(arrays.values()), schema=schema)
     os.makedirs(ml_dir, exist_ok=True)
     final = os.path.join(ml_dir, name)
     tmp = os.path.join(ml_dir, f".{name}.tmp-{uuid.uuid4().hex[:8]}")

@@ -16,6 +16,7 @@ For reading code written against the JSON, every model also answers
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,27 @@ class _Record(BaseModel):
 
     def __contains__(self, key: str) -> bool:  # as for the JSON: a key whose value is null is absent
         return getattr(self, key, None) is not None
+
+    def keys(self) -> list[str]:
+        """The keys of the JSON object (so ``{**record}`` and ``dict(record)`` work)."""
+        return [k for k in (*type(self).model_fields, *(self.model_extra or {})) if getattr(self, k, None) is not None]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):  # compares like the JSON object it is written as
+            return self.model_dump(mode="json", exclude_none=True) == _json_like(other)
+        return super().__eq__(other)
+
+    __hash__ = None  # mutable, like the dict it stands for
+
+
+def _json_like(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json", exclude_none=True)
+    if isinstance(obj, Mapping):
+        return {k: _json_like(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_json_like(v) for v in obj]
+    return obj
 
 
 class Skip(_Record):

@@ -144,7 +144,7 @@ class DaskAwkwardEngine(Engine):
         parts = self.graph(specs, processor, reader_for(branches, xrootd_timeout), checkpointer, retries)
         records: dict[int, ChunkRecord] = {}
         total: Any = None
-        with Progress(progress, len(specs), "chunks") as bar:
+        with Progress(progress, len(specs), "Processing") as bar:
             if client is None:
                 for i, part in enumerate(parts):
                     with _quiet_sync(client):

@@ -52,7 +52,7 @@ class RunnerEngine(Engine):
         reader = reader_for(branches, xrootd_timeout)
         records: dict[int, ChunkRecord] = {}
         total: Any = None
-        with Progress(progress, len(specs), "chunks") as bar:
+        with Progress(progress, len(specs), "Processing") as bar:
             if client is None:
                 for i, spec in enumerate(specs):
                     out, records[i] = run_chunk(processor, spec, reader, checkpointer, retries)

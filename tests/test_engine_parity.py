@@ -25,8 +25,9 @@ import pytest
 import uproot
 from jettracks_testing.data import absent_reason, cms_data_dir
 
-from jettracks.accounting import RunCheckpointer, file_metadata
+from jettracks.accounting import RunCheckpointer
 from jettracks.engines import ENGINES, ChunkSpec, chunk_steps, get_engine, plan_chunks, run_engine
+from jettracks.metadata import file_metadata
 from processors.jet_tracks import JetTrackProcessor
 
 CMS_DIR = cms_data_dir()

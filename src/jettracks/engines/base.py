@@ -491,7 +491,7 @@ class Engine(abc.ABC):
             fileset: ``{dataset: {"files": [...], "treename": str, "metadata": {...}}}``;
                 ``metadata`` must carry what the processor reads (``format``, ``is_mc``, ...).
             meta: ``{(dataset, file): {"numentries": int, "uuid": bytes, "uuid_hex": str}}``
-                (:func:`jettracks.accounting.file_metadata` per file); files absent here
+                (:func:`jettracks.metadata.file_metadata` per file); files absent here
                 were unreadable and are not run.
             processor: a coffea ``ProcessorABC`` instance (pickled to workers).
             client: a ``distributed.Client``; ``None`` (default): run in this process.

@@ -16,6 +16,7 @@ would happily write its ML parts and checkpoints where the client never looks.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -188,8 +189,9 @@ def test_worker_without_the_output_directory_stops_the_run(cluster, masked, samp
     assert "\n" not in msg
     assert f"worker {addr} cannot see the output directory {out}" in msg
     assert "shared with the client" in msg and "--backend serial/local" in msg
-    # Nothing processed: no report claiming anything, no outputs at the client or the worker.
-    assert not (out / "report.json").exists()
+    # Nothing processed: the report says failed with that line; no outputs at the client or the worker.
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed" and report["error"] == msg and report["files"] == []
     assert not (out / "ml").exists() and not (out / "checkpoints").exists()
     assert cluster.client.run(os.path.exists, str(out / "ml")) == {addr: False}
     assert cluster.client.run(os.path.exists, str(out / "checkpoints")) == {addr: False}

@@ -78,7 +78,7 @@ class RunResult:
             return ak.Array([])
         arrays = [ak.from_parquet(p) for p in parts]
         if dataset:  # a name like "qcd" also globs "qcd-2"'s parts
-            arrays = [a[a.dataset == dataset] for a in arrays]
+            arrays = [a[ak.fill_none(a.dataset == dataset, False)] for a in arrays]
         return ak.concatenate(arrays)
 
 

@@ -383,3 +383,67 @@ def test_interrupted_then_resumed_equals_uninterrupted(engine, tmp_path, local_c
     assert sum(r.status == "ok" for r in again.records) == 6 - done
     fresh = run(engine, fileset, meta, tmp_path / "fresh", client=local_client)
     assert_same_output(again, fresh)
+
+
+MYANA = {
+    "__init__.py": "",
+    "selection.py": (
+        "from processors.jet_tracks import JetTrackProcessor\n\n\n"
+        "class MyProcessor(JetTrackProcessor):\n"
+        "    \"\"\"Lives only on the client's sys.path.\"\"\"\n\n"
+        "    def __init__(self, **options):\n"
+        "        super().__init__(**{**options, 'jet_pt_min': 25.0})\n"
+    ),
+}
+
+
+@pytest.mark.slow
+def test_processor_shipped_by_value_runs_on_a_worker_without_its_package(tmp_path, monkeypatch):
+    """Both engines send the processor cloudpickled: a package registered by value
+    (``cluster.ship_processors``) runs on a ``dask worker`` that cannot import it."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+    from distributed import Client, LocalCluster
+
+    from jettracks import cluster
+
+    root = tmp_path / "client-only"
+    (root / "myana").mkdir(parents=True)
+    for name, text in MYANA.items():
+        (root / "myana" / name).write_text(text)
+    monkeypatch.syspath_prepend(str(root))
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    assert subprocess.run([sys.executable, "-c", "import myana"], cwd=elsewhere, env=env,
+                          capture_output=True).returncode != 0
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    try:
+        assert cluster.ship_processors("myana.selection:MyProcessor") == ["myana"]
+        from myana.selection import MyProcessor
+
+        reference = run("runner", fileset, meta, tmp_path / "serial", processor=MyProcessor())
+        assert not reference.failures
+        with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as lc:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", lc.scheduler_address, "--nworkers", "1",
+                 "--nthreads", "1", "--no-dashboard", "--local-directory", str(elsewhere)],
+                cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            try:
+                with Client(lc) as client:
+                    client.wait_for_workers(1, timeout=60)
+                    for engine in ENGINE_NAMES:
+                        got = run(engine, fileset, meta, tmp_path / engine, client=client, processor=MyProcessor())
+                        assert not got.failures, [r.error for r in got.failures]
+                        assert got.output["cutflow"] == reference.output["cutflow"], engine
+            finally:
+                worker.terminate()
+                worker.wait(timeout=60)
+    finally:
+        if "myana" in cloudpickle.list_registry_pickle_by_value():
+            cloudpickle.unregister_pickle_by_value(sys.modules["myana"])
+        for name in [m for m in sys.modules if m == "myana" or m.startswith("myana.")]:
+            del sys.modules[name]

@@ -94,16 +94,21 @@ class _ChunkPartition:
 
     Pickled bytes rather than awkward fields: the processor's output (histograms, sets,
     nested dicts) is any accumulatable, summed on the client with coffea's rules.
+
+    The processor is held cloudpickled, as coffea's executors send it: a processor whose
+    package is registered by value (``cluster.ship_processors``) then reaches workers that
+    lack the package (distributed pickles a graph's callables by reference).
     """
 
     def __init__(self, processor: Any, read_events: Any, checkpointer: Any, retries: int) -> None:
-        self.processor = processor
+        self.processor = cloudpickle.dumps(processor)
         self.read_events = read_events
         self.checkpointer = checkpointer
         self.retries = int(retries)
 
     def __call__(self, spec: ChunkSpec) -> ak.Array:
-        result = run_chunk(self.processor, spec, self.read_events, self.checkpointer, self.retries)
+        processor = cloudpickle.loads(self.processor)
+        result = run_chunk(processor, spec, self.read_events, self.checkpointer, self.retries)
         return ak.Array([cloudpickle.dumps(result)])
 
 

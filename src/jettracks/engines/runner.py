@@ -18,15 +18,20 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
+import cloudpickle
+
 from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, accumulate_into, finish
 from .base import plan_chunks, reader_for, run_chunk
 
 __all__ = ["RunnerEngine"]
 
 
-def _chunk_task(processor: Any, spec: ChunkSpec, read_events: Any, checkpointer: Any, retries: int):
-    """The body of one chunk's Dask task (module level: pickled by reference)."""
-    return run_chunk(processor, spec, read_events, checkpointer, retries)
+def _chunk_task(processor: bytes, spec: ChunkSpec, read_events: Any, checkpointer: Any, retries: int):
+    """The body of one chunk's Dask task (module level: pickled by reference).
+
+    ``processor`` arrives cloudpickled (see :meth:`RunnerEngine._distributed`).
+    """
+    return run_chunk(cloudpickle.loads(processor), spec, read_events, checkpointer, retries)
 
 
 class RunnerEngine(Engine):
@@ -67,12 +72,15 @@ class RunnerEngine(Engine):
     def _distributed(client, specs, processor, reader, checkpointer, retries, records, bar) -> Any:
         from distributed import as_completed
 
-        # The processor travels once (scattered), not once per task.
-        proc_future = client.scatter(processor, hash=False)
+        # Cloudpickled here, as coffea's executors do: a processor whose package is registered
+        # by value (cluster.ship_processors) then reaches workers that lack the package, which
+        # distributed's own pickling (by reference inside a task) would not do. Sent with each
+        # task rather than scattered once: scattered data dies with the worker holding it.
+        payload = cloudpickle.dumps(processor)
         run_token = uuidlib.uuid4().hex[:12]  # fresh keys: a rerun must re-read, never reuse results
         futures = [
             client.submit(
-                _chunk_task, proc_future, spec, reader, checkpointer, retries,
+                _chunk_task, payload, spec, reader, checkpointer, retries,
                 key=f"jettracks-chunk-{i}-{run_token}", pure=False, retries=0,
             )
             for i, spec in enumerate(specs)
@@ -94,6 +102,4 @@ class RunnerEngine(Engine):
         except BaseException:
             client.cancel(futures)  # an interrupted run leaves no task running
             raise
-        finally:
-            proc_future.release()
         return total

@@ -447,3 +447,40 @@ def test_processor_shipped_by_value_runs_on_a_worker_without_its_package(tmp_pat
             cloudpickle.unregister_pickle_by_value(sys.modules["myana"])
         for name in [m for m in sys.modules if m == "myana" or m.startswith("myana.")]:
             del sys.modules[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_worker_killed_mid_run_loses_nothing(engine, tmp_path):
+    """SIGKILL of a worker mid-run: Dask reruns its chunks elsewhere; every chunk ends ``ok``
+    and the output equals the serial reference."""
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from jettracks.cluster import worker_environment
+    from processors.testing import SlowJetTrackProcessor
+
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    reference = run("runner", fileset, meta, tmp_path / "ref")
+    ckpt = tmp_path / "work" / "checkpoints"
+    worker_environment()
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as lc, Client(lc) as client:
+        pids = client.run(os.getpid)
+
+        def kill_one():
+            deadline = time.time() + 60
+            while time.time() < deadline and len(list(ckpt.rglob("*.pkl"))) < 2:
+                time.sleep(0.02)
+            os.kill(next(iter(pids.values())), signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_one, daemon=True)
+        killer.start()
+        got = run(engine, fileset, meta, tmp_path / "work", client=client,
+                  processor=SlowJetTrackProcessor(delay_s=0.5, ml_dir=str(tmp_path / "work" / "ml")))
+        killer.join()
+        assert set(client.run(os.getpid).values()) != set(pids.values())  # a worker really died
+    assert {r.status for r in got.records} == {"ok"}, [r.line() for r in got.records]
+    assert_same_output(got, reference)

@@ -9,8 +9,8 @@ Per chunk (coffea ``ProcessorABC`` contract: ``process(events) -> accumulator``)
 4. associate tracks to the selected jets: ``ΔR < cone_dr`` with the numba kernel
    (event-level formats) or the stored ``ΔR`` (per-jet formats; JetNtuple ``PF_dR``);
 5. valid impact parameter: finite ``dxy`` and ``dxy_err > 0`` (PFNano's ``-1`` fill
-   never passes), :func:`jettracks.impact.valid_dxy`, the ML columns' definition too;
-6. label flavour (:mod:`jettracks.flavour`; ``flavour: auto`` takes the
+   never passes), :func:`jettracks.physics.impact.valid_dxy`, the ML columns' definition too;
+6. label flavour (:mod:`jettracks.physics.flavour`; ``flavour: auto`` takes the
    format's default definition);
 7. fill histograms per dataset and flavour, the cut flow, and write the per-jet
    ML columns as one Parquet part per chunk (on the worker).
@@ -32,12 +32,12 @@ import hist
 import numpy as np
 from coffea import processor
 
-from jettracks import flavour as flav
-from jettracks import mldata
+from jettracks.physics import flavour as flav
+from jettracks.io import mldata
 from jettracks import readers
-from jettracks.association import compare_association
-from jettracks.impact import dxy_significance, valid_dxy
-from jettracks.kernels import KERNEL_COLUMNS, associate_tracks, delta_r
+from jettracks.physics.association import compare_association
+from jettracks.physics.impact import dxy_significance, valid_dxy
+from jettracks.physics.kernels import KERNEL_COLUMNS, associate_tracks, delta_r
 
 __all__ = [
     "CUTFLOW_STEPS",
@@ -116,7 +116,7 @@ class ChunkAnalysis:
         jets: selected jets (flat records: pt, eta, phi, mass, index, flavour fields).
         jet_event: index of each selected jet's event in the batch.
         jet_tracks: jagged [jet][track] records: pt, eta, phi, charge, dxy, dxy_err, dz (cm), dr.
-        flavour_codes: :data:`jettracks.flavour.CODES` per selected jet.
+        flavour_codes: :data:`jettracks.physics.flavour.CODES` per selected jet.
         flavour_labels: their labels (``b``, ``c``, ``uds``, ``g``, ``unmatched``, ``data``).
         flavour_definition: the definition used (``hadron``, ``parton``, ``physics``, ``data``).
         labels_by_definition: labels per selected jet under every definition the
@@ -145,7 +145,7 @@ class ChunkAnalysis:
     def track_dxy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat ``(dxy_cm, dxy_err_cm, valid)`` over all associated tracks (computed once).
 
-        ``valid``: :func:`jettracks.impact.valid_dxy` (finite dxy and ``dxy_err > 0``),
+        ``valid``: :func:`jettracks.physics.impact.valid_dxy` (finite dxy and ``dxy_err > 0``),
         the definition the ML columns use too.
         """
         if self._dxy is None:
@@ -224,7 +224,7 @@ class JetTrackProcessor(processor.ProcessorABC):
     def _flavour(self, jets: ak.Array, batch, reader, is_mc: bool):
         """``(codes, labels, definition, labels_by_definition)`` of the selected jets.
 
-        Codes are computed once per available definition (:func:`jettracks.flavour.codes_by_definition`);
+        Codes are computed once per available definition (:func:`jettracks.physics.flavour.codes_by_definition`);
         the run's definition (``flavour`` option, or the format's default) must be among them.
         """
         definition = reader.default_flavour if self.flavour == "auto" else self.flavour
@@ -523,7 +523,7 @@ def previous_entry_ids(meta: dict[str, Any]) -> tuple[int, int, int] | None:
     import uproot
 
     try:
-        from jettracks.files import AutoSource
+        from jettracks.io.files import AutoSource
     except ImportError:  # pragma: no cover
         AutoSource = None
     options = {"handler": AutoSource} if AutoSource is not None else {}

@@ -17,7 +17,7 @@ Section ``kernel``: track-to-jet ΔR association (``cone_dr=0.5``, mode ``all``,
 charged candidates only) on synthetic PFNano-like events, three implementations
 side by side in one run:
 
-* ``numba``   – :func:`jettracks.kernels.associate_tracks` on the flat buffers
+* ``numba``   – :func:`jettracks.physics.kernels.associate_tracks` on the flat buffers
   (+ the ``charge != 0`` mask). One warm-up call first, so JIT compile / cache
   load time is excluded from the rate.
 * ``awkward`` – the idiomatic columnar version, as coffea's ``metric_table``:
@@ -174,7 +174,7 @@ def numba_inputs(data):
 
 def numba_associate(data, cone_dr=CONE_DR):
     """The project's kernel on flat buffers (what the processor does)."""
-    from jettracks.kernels import associate_tracks
+    from jettracks.physics.kernels import associate_tracks
 
     mask = data["cand_charge"] != 0
     return associate_tracks(
@@ -295,7 +295,7 @@ METHODS = {
 
 def _boundary_pairs(data, jet_global: int, event: int, cone_dr: float, tol: float = 1e-6) -> int:
     """Charged candidates of ``event`` with |ΔR(jet) - R| < tol (float64)."""
-    from jettracks.kernels import delta_r
+    from jettracks.physics.kernels import delta_r
 
     a, b = data["cand_offsets"][event], data["cand_offsets"][event + 1]
     q = data["cand_charge"][a:b] != 0

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from jettracks import files as files_mod
+from jettracks.io import files as files_mod
 from jettracks.config import load_config, parse_config
 from jettracks.execution import RunError, resolve_files, run_config
 

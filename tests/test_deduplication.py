@@ -119,7 +119,7 @@ def test_local_path_and_root_url_of_one_file_are_processed_once(data, tmp_path, 
     try:
         res = run_config(_cfg({"qcd": files}, tmp_path / "out"), progress=False, console=_console())
     finally:
-        from jettracks.files import configure_xrootd_client
+        from jettracks.io.files import configure_xrootd_client
 
         configure_xrootd_client(connection_retry=1, stream_error_window=0)  # the fixture's settings
     rep = res.report

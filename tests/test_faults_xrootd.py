@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jettracks import files as files_mod
+from jettracks.io import files as files_mod
 from jettracks.execution import run_config
 
 pytestmark = pytest.mark.service

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jettracks.flavour import CODES, flavour_codes, flavour_labels
+from jettracks.physics.flavour import CODES, flavour_codes, flavour_labels
 
 
 def test_hadron_definition_splits_light_by_parton():

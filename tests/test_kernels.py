@@ -1,7 +1,7 @@
 """The numba ΔR association kernel against a brute-force pure-Python reference.
 
 The reference below is written from the documented semantics of
-:mod:`jettracks.kernels` (per event, per jet, per track, with ``math``): float64
+:mod:`jettracks.physics.kernels` (per event, per jet, per track, with ``math``): float64
 arithmetic on the widened inputs, ``Δφ = φ_track - φ_jet`` wrapped by ±2π steps
 (after an exact ``fmod`` when ``|Δφ| > 3π``; NaN if not finite), in the cone when
 ``Δη² + Δφ² < R²`` (strict, ``R²`` the float64 square), ``nearest`` ties to the
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jettracks.kernels import (
+from jettracks.physics.kernels import (
     ASSIGNMENT_MODES,
     KERNEL_COLUMNS,
     Association,
@@ -391,7 +391,7 @@ def test_kernel_python_source_stays_in_bounds(mode):
     index, which compiled code would not) on events whose matches come late: the
     output arrays must grow from a low early estimate, the kernel stopping and
     resuming."""
-    from jettracks.kernels import _associate, _run
+    from jettracks.physics.kernels import _associate, _run
 
     rng = np.random.default_rng(5)
     events = []

@@ -19,7 +19,7 @@ import yaml
 
 from jettracks.config import ConfigError
 from jettracks.execution import RunError, run_config
-from jettracks.rundir import LOCK, MARKER, RunDirectory, RunDirError
+from jettracks.io.rundir import LOCK, MARKER, RunDirectory, RunDirError
 
 PROJECT = Path(__file__).resolve().parents[1]
 

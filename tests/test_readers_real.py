@@ -30,7 +30,7 @@ import yaml
 from coffea.nanoevents import BaseSchema, NanoEventsFactory
 
 from jettracks import readers
-from jettracks.association import ASSOCIATION_COUNTS, compare_association
+from jettracks.physics.association import ASSOCIATION_COUNTS, compare_association
 from jettracks.execution import RunError, run_config
 from jettracks.readers.detect import find_tree
 from processors.jet_tracks import JetTrackProcessor
@@ -128,7 +128,7 @@ def brute_force(raw: dict, *, cone: float, jet_pt_min=30.0, jet_abs_eta_max=2.5,
 
 
 def expected_label(hadron: int, parton: int) -> str:
-    """CMS hadron-based definition, written out independently of jettracks.flavour."""
+    """CMS hadron-based definition, written out independently of jettracks.physics.flavour."""
     if hadron == 5:
         return "b"
     if hadron == 4:

@@ -2,11 +2,11 @@
 
 200 small generated PFNano files are served by the session ``xrootd_server``
 (``root://127.0.0.1:PORT//remote/pfnano_*.root``, a remote glob expanded by
-:func:`jettracks.files.expand_files`). The run over those URLs, on the session
+:func:`jettracks.io.files.expand_files`). The run over those URLs, on the session
 ``local_client``, must give exactly what the run over the local paths gives:
 histogram contents (flow bins included), cut flow, and entries per file.
 
-The file-metadata cache (:class:`jettracks.files.EntryCache`): a second run over
+The file-metadata cache (:class:`jettracks.io.files.EntryCache`): a second run over
 the same URLs opens no file for its metadata (no ``file_metadata`` task reaches the
 workers, every lookup is a cache hit), and ``refresh=True`` ignores the cache.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jettracks import files as files_mod
+from jettracks.io import files as files_mod
 from jettracks.execution import run_config
 
 pytestmark = pytest.mark.service

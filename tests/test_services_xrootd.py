@@ -1,4 +1,4 @@
-"""jettracks.files and a real XRootD server: same arrays over root:// as locally, remote
+"""jettracks.io.files and a real XRootD server: same arrays over root:// as locally, remote
 globs, the entries cache, outages. The first tests need no server (local files only)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from jettracks import files
+from jettracks.io import files
 
 N_FILES = 3
 

@@ -21,7 +21,7 @@ import pytest
 
 from jettracks import generate
 from jettracks.execution import RunError, run_config
-from jettracks.rundir import code_files, run_fingerprint
+from jettracks.io.rundir import code_files, run_fingerprint
 
 
 def _cfg(files, out, *, ml_dataset=None, chunksize=60, retries=1, processor=None) -> dict:
@@ -120,7 +120,7 @@ def test_fingerprint_covers_every_module_and_base_classes(tmp_path):
     code = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(tmp_path)!r})
         from myana.selection import Mine
-        from jettracks.rundir import run_fingerprint
+        from jettracks.io.rundir import run_fingerprint
         print(run_fingerprint(Mine, {{"a": 1}}, {{}}))
     """)
 

@@ -49,14 +49,14 @@ def resolve_files(
     Relative local paths (in ``files``, the ``files_from`` path and its entries)
     are relative to ``base_dir`` -- the config file's directory -- or to the
     working directory when None, and are returned absolute, so workers started in
-    any directory open the same files (:func:`jettracks.files.dataset_files`).
+    any directory open the same files (:func:`jettracks.io.files.dataset_files`).
     A file named twice (also as ``./f.root`` and ``f.root``, or a symlink and its
     target) is kept at its first place.
 
     Raises:
         RunError: a pattern that matches nothing, or an unreadable index file.
     """
-    from .files import deduplicate, file_identity
+    from .io.files import deduplicate, file_identity
 
     kept, _ = deduplicate({name: _listed_files(name, ds, base_dir, timeout)},
                           lambda _ds, f: file_identity(f), by="path")
@@ -64,8 +64,8 @@ def resolve_files(
 
 
 def _listed_files(name: str, ds: DatasetConfig, base_dir, timeout: int) -> list[str]:
-    """:func:`jettracks.files.dataset_files` of a dataset, repeats included; errors as ``RunError``."""
-    from .files import FileListError, dataset_files
+    """:func:`jettracks.io.files.dataset_files` of a dataset, repeats included; errors as ``RunError``."""
+    from .io.files import FileListError, dataset_files
 
     try:
         return dataset_files(name, ds.files, ds.files_from, base_dir=base_dir, timeout=timeout)
@@ -86,7 +86,7 @@ def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, con
     # Always asked, not only when nothing matches: the generator reuses files made with
     # the same parameters and refuses files made with others (another seed or size).
     from . import generate
-    from .files import resolve_local
+    from .io.files import resolve_local
 
     gen = ds.generate
     if gen.out is not None:
@@ -137,7 +137,7 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
         client: a ``distributed.Client`` (generation and XRootD settings run on its workers too).
         console: a ``rich`` console for notes (None: silent).
     """
-    from .files import SharedFileError, deduplicate, file_identity
+    from .io.files import SharedFileError, deduplicate, file_identity
 
     max_files = cfg.executor.max_files
     deduplicated: list[dict[str, str]] = []
@@ -218,7 +218,7 @@ def _detect(fname: str, fmt: str, timeout: int):
     Raises:
         RunError: the file opens but is not of the format (or of any format, for ``auto``).
     """
-    from .accounting import error_line
+    from .failures import error_line
     from .readers.detect import open_file
 
     try:
@@ -257,7 +257,7 @@ def configure_remote_reading(fileset, client, ex) -> None:
     """
     if not any(f.startswith("root://") for spec in fileset.values() for f in spec["files"]):
         return
-    from .files import configure_xrootd_client
+    from .io.files import configure_xrootd_client
 
     settings = {
         "stream_error_window": 0,

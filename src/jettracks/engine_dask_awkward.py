@@ -22,7 +22,7 @@ builds the same analysis as a lazy dask-awkward graph instead:
    "buffer ... excluded during a pre-run phase") and returns the output form by
    running the same code on a length-zero concrete array;
 4. fills ``hist.dask`` histograms from those flat arrays (flavour as an
-   ``IntCategory`` of :data:`jettracks.flavour.CODES`; which array fills which
+   ``IntCategory`` of :data:`jettracks.physics.flavour.CODES`; which array fills which
    histogram mirrors ``JetTrackProcessor.fill``: :data:`HIST_SOURCES`), computes
    everything of every dataset in one call, sums the non-histogram outputs with
    coffea's ``accumulate`` and converts the histograms into the processor's layout
@@ -55,7 +55,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from . import flavour as flav
+from .physics import flavour as flav
 
 __all__ = [
     "HIST_SOURCES",
@@ -69,7 +69,7 @@ __all__ = [
     "smoke_test",
 ]
 
-#: Flavour codes in the order of :data:`jettracks.flavour.LABELS` (IntCategory bins ↔ StrCategory bins).
+#: Flavour codes in the order of :data:`jettracks.physics.flavour.LABELS` (IntCategory bins ↔ StrCategory bins).
 FLAVOUR_CODES: tuple[int, ...] = tuple(flav.CODES[label] for label in flav.LABELS)
 
 #: Histogram name -> (collection, quantity) it is filled from, mirroring ``JetTrackProcessor.fill``:
@@ -666,7 +666,7 @@ def process_dask_awkward(fileset, meta, proc, client, ex, branches, checkpointer
     engine) and ``failures`` is always empty: a failing chunk raises.
     """
     del checkpointer
-    from .accounting import readable_fileset
+    from .failures import readable_fileset
 
     good = readable_fileset(fileset, meta)
     num_entries: dict[str, int] = {}

@@ -6,7 +6,7 @@ each a function of the module that owns its job:
 
 1. overrides: :func:`jettracks.config.apply_overrides` (command-line options, validated
    like the file);
-2. the run directory: :class:`jettracks.rundir.RunDirectory` (marker, lock, overwrite
+2. the run directory: :class:`jettracks.io.rundir.RunDirectory` (marker, lock, overwrite
    rules, the fingerprint that decides resume);
 3. the cluster: :func:`jettracks.cluster.connect` (or the caller's ``Client``; the
    output directory must be visible to every worker: :mod:`jettracks.shared_output`);
@@ -15,7 +15,7 @@ each a function of the module that owns its job:
 6. the engine: :func:`jettracks.engines.run_engine` (``runner`` or ``dask-awkward``; both
    capture per-chunk failures, retry, checkpoint and resume the same way);
 7. the report: :func:`jettracks.report.build_report`, checked (accounting, failures);
-8. outputs: :func:`jettracks.outputs.write_outputs`, then ``report.json``.
+8. outputs: :func:`jettracks.io.outputs.write_outputs`, then ``report.json``.
 
 Every entry is accounted for: the report lists, per file, the entries the
 metadata promises and the entries the processor read or skipped.
@@ -131,9 +131,9 @@ def run_config(
     """
     from rich.console import Console
 
+    from .io.outputs import package_versions
+    from .io.rundir import RunDirectory, RunDirError, describe_removal, run_fingerprint
     from .loading import load_processor
-    from .outputs import package_versions
-    from .rundir import RunDirectory, RunDirError, describe_removal, run_fingerprint
 
     console = console or Console(stderr=True)
     if isinstance(config, RunConfig):
@@ -169,7 +169,7 @@ def run_config(
 
 def _record_failure(out_dir: Path, name: str, fingerprint: str, message: str) -> None:
     """A minimal failed ``report.json``, unless the run already wrote its full failed report."""
-    from .outputs import save_report
+    from .io.outputs import save_report
 
     try:
         old = json.loads((out_dir / "report.json").read_text())
@@ -204,9 +204,9 @@ def fingerprint_config(cfg: RunConfig) -> dict[str, Any]:
 def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_bad_files: bool,
                  refresh: bool, console) -> RunResult:
     """Steps 3-8, inside the claimed and locked run directory ``state``."""
-    from .accounting import RunCheckpointer
     from .engines import run_engine
-    from .outputs import save_report, write_outputs
+    from .io.checkpoints import RunCheckpointer
+    from .io.outputs import save_report, write_outputs
     from .report import build_report
     from .shared_output import OutputGuard
 
@@ -293,7 +293,7 @@ def _os_reason(err: OSError) -> str:
 
 def _fail(out_dir: Path, report: RunReport, message: str) -> None:
     """Record a failed run in ``report.json`` (status and error agree with the exit code), then raise."""
-    from .outputs import save_report
+    from .io.outputs import save_report
 
     report.status = "failed"
     report.error = message

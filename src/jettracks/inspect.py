@@ -105,7 +105,7 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
         if fits and detected is None:
             detected = name
 
-    from jettracks.files import resolve_local
+    from jettracks.io.files import resolve_local
 
     console.print(f"[bold]file:[/bold] {resolve_local(path_or_url)}", highlight=False)  # local: absolute
     chosen = detected if fmt == "auto" else fmt

@@ -48,7 +48,7 @@ def collect_metadata(fileset, *, client, ex, refresh: bool = False, console=None
         console: a ``rich`` console for notes.
         deduplicated: list the dropped repeats are appended to.
     """
-    from .accounting import ChunkFailure, error_line
+    from .failures import ChunkFailure, error_line
 
     cache = _entry_cache(refresh)
     meta: dict[tuple[str, str], dict[str, Any]] = {}
@@ -101,7 +101,7 @@ def collect_metadata(fileset, *, client, ex, refresh: bool = False, console=None
 
 def _drop_same_uuid(fileset, meta, console, deduplicated: list | None) -> None:
     """Keep one file per file UUID in each dataset (in place); a UUID in two datasets is a RunError."""
-    from .files import SharedFileError, deduplicate
+    from .io.files import SharedFileError, deduplicate
 
     def uuid_of(ds: str, fname: str) -> str | None:
         m = meta.get((ds, fname))
@@ -141,10 +141,10 @@ def _save_cache(cache, console) -> None:
 
 
 def _entry_cache(refresh: bool):
-    """The persistent entries-per-file cache of :mod:`jettracks.files` (``$JETTRACKS_CACHE_DIR``,
+    """The persistent entries-per-file cache of :mod:`jettracks.io.files` (``$JETTRACKS_CACHE_DIR``,
     else ``$XDG_CACHE_HOME/jettracks`` or ``~/.cache/jettracks``), if available."""
     try:
-        from .files import EntryCache
+        from .io.files import EntryCache
     except ImportError:
         return None
     try:
@@ -160,7 +160,7 @@ def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
     """
     import uproot
 
-    from .files import AutoSource
+    from .io.files import AutoSource
 
     handler = {"handler": AutoSource} if AutoSource is not None else {}
     with uproot.open({filename: None}, timeout=timeout, **handler) as f:

@@ -219,7 +219,7 @@ def provenance() -> dict[str, Any]:
     import platform
     import subprocess
 
-    from .outputs import package_versions
+    from .io.outputs import package_versions
 
     root = Path(__file__).resolve().parents[2]
     git: dict[str, Any] = {}

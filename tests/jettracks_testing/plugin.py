@@ -99,7 +99,7 @@ def _start_xrootd(cleanup: list):
     server = start_xrootd(root)
     cleanup.append(server.cleanup)
     try:  # fail fast on a stopped server and reconnect at once after a restart
-        from jettracks.files import configure_xrootd_client
+        from jettracks.io.files import configure_xrootd_client
 
         configure_xrootd_client(connection_retry=1, stream_error_window=0)
     except ImportError:  # pragma: no cover - XRootD bindings missing

@@ -24,14 +24,14 @@ import contextlib
 import importlib
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ContextManager, Literal
 
-from ..accounting import error_line, is_permanent
+from ..failures import error_line, is_permanent
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..accounting import ChunkFailure
+    from ..failures import ChunkFailure
 
 __all__ = [
     "ENGINES",
@@ -41,6 +41,7 @@ __all__ = [
     "Engine",
     "EngineResult",
     "Progress",
+    "Totals",
     "accumulate_into",
     "chunk_steps",
     "get_engine",
@@ -175,7 +176,7 @@ class ChunkRecord:
     Attributes:
         spec: the chunk.
         status: ``ok`` (processed in this run), ``failed`` (every attempt failed, or the
-            error is permanent: :func:`jettracks.accounting.is_permanent`) or
+            error is permanent: :func:`jettracks.failures.is_permanent`) or
             ``checkpoint`` (output loaded from this run directory's checkpoint).
         error: the last attempt's error, one line ``Type: message`` (innermost cause);
             ``None`` unless failed.
@@ -204,8 +205,8 @@ class ChunkRecord:
         return f"{s.filename} entries {s.entrystart}-{s.entrystop}: {what}"
 
     def as_failure(self) -> ChunkFailure:
-        """This failed chunk as :class:`jettracks.accounting.ChunkFailure` (the run report's type)."""
-        from ..accounting import ChunkFailure
+        """This failed chunk as :class:`jettracks.failures.ChunkFailure` (the run report's type)."""
+        from ..failures import ChunkFailure
 
         s = self.spec
         return ChunkFailure(s.dataset, s.filename, s.entrystart, s.entrystop, self.error or "", stage="process")
@@ -243,7 +244,7 @@ class EngineResult:
         return sum(r.status == "checkpoint" for r in self.records)
 
     def failures_as_chunkfailures(self) -> list[ChunkFailure]:
-        """The failures as :class:`jettracks.accounting.ChunkFailure`, for the run report."""
+        """The failures as :class:`jettracks.failures.ChunkFailure`, for the run report."""
         return [r.as_failure() for r in self.failures]
 
     def chunk_times(self) -> list[tuple[str, int, int, float]]:
@@ -270,7 +271,7 @@ class ChunkReader:
             ``None`` (default): every branch of the tree.
         timeout: ``uproot.open`` timeout in seconds (XRootD); ``None`` (default): uproot's.
         uproot_options: extra ``uproot.open`` options; by default the project's
-            ``handler`` (:class:`jettracks.files.AutoSource`: direct XRootD for ``root://``).
+            ``handler`` (:class:`jettracks.io.files.AutoSource`: direct XRootD for ``root://``).
     """
 
     branches: tuple[str, ...] | None = None
@@ -302,7 +303,7 @@ class ChunkReader:
 
 
 def _default_uproot_options() -> dict[str, Any]:
-    from ..files import AutoSource
+    from ..io.files import AutoSource
 
     return {"handler": AutoSource} if AutoSource is not None else {}
 
@@ -321,7 +322,7 @@ def run_chunk(
     """Run one chunk under the guard every engine shares; never raises ``Exception``.
 
     1. ``checkpointer.load`` (when given): a checkpoint that loads is the chunk's output
-       (status ``checkpoint``; :class:`~jettracks.accounting.RunCheckpointer` already
+       (status ``checkpoint``; :class:`~jettracks.failures.RunCheckpointer` already
        refuses damaged ones and those whose ML parts are gone);
     2. otherwise up to ``retries + 1`` attempts of: read (``read_events``), ``process``,
        ``checkpointer.save``; an error that a retry cannot fix (:func:`permanent`:
@@ -335,7 +336,7 @@ def run_chunk(
         read_events: ``read_events(spec)`` -> context manager yielding the events
             (:class:`ChunkReader`).
         checkpointer: a coffea ``CheckpointerABC`` (``load``/``save`` with the chunk's
-            ``events.metadata``), normally :class:`~jettracks.accounting.RunCheckpointer`;
+            ``events.metadata``), normally :class:`~jettracks.failures.RunCheckpointer`;
             ``None`` (default): no checkpoints.
         retries: extra attempts after a failure that is not permanent (default 0).
 
@@ -373,7 +374,7 @@ def run_chunk(
 
 
 def permanent(err: BaseException) -> bool:
-    """True when a retry cannot help: :func:`jettracks.accounting.is_permanent`, or a field
+    """True when a retry cannot help: :func:`jettracks.failures.is_permanent`, or a field
     the processor reads that the chunk's events lack (awkward's ``FieldNotFoundError``: with
     virtual NanoEvents a branch missing from the file is an absent field, not uproot's
     ``KeyInFileError``; the file will not grow it on a retry)."""
@@ -410,17 +411,40 @@ def accumulate_into(total: Any | None, out: Any | None) -> Any | None:
     return accumulate([out], total)
 
 
-def finish(processor: Any, total: Any | None) -> dict[str, Any]:
-    """The run's output: ``processor.postprocess(total)`` (as coffea's Runner does), ``{}`` when
-    no chunk gave an output."""
-    if total is None:
-        return {}
-    post = getattr(processor, "postprocess", None)
-    if callable(post):
-        done = post(total)
-        if done is not None:
-            total = done
-    return total
+class Totals:
+    """The run's output: one running sum per dataset, merged in fileset order at the end.
+
+    Chunks arrive in completion order; summing per dataset and merging in a fixed order
+    makes the output's layout (a histogram's growing ``dataset`` categories, the order of
+    dataset keys) the same on every engine and every run, not just its values.
+
+    Args:
+        datasets: dataset names in fileset order (repeats ignored).
+    """
+
+    def __init__(self, datasets: Iterable[str]) -> None:
+        self._order = list(dict.fromkeys(datasets))
+        self._sums: dict[str, Any] = {}
+
+    def add(self, dataset: str, out: Any | None) -> None:
+        """Add one chunk's output (``None``: a failed chunk, nothing to add)."""
+        if out is not None:
+            self._sums[dataset] = accumulate_into(self._sums.get(dataset), out)
+
+    def result(self, processor: Any) -> dict[str, Any]:
+        """The sum over datasets passed through ``processor.postprocess`` (as coffea's Runner
+        does); ``{}`` when no chunk gave an output."""
+        total: Any = None
+        for ds in self._order + [d for d in self._sums if d not in self._order]:
+            total = accumulate_into(total, self._sums.get(ds))
+        if total is None:
+            return {}
+        post = getattr(processor, "postprocess", None)
+        if callable(post):
+            done = post(total)
+            if done is not None:
+                total = done
+        return total
 
 
 class Progress:
@@ -498,7 +522,7 @@ class Engine(abc.ABC):
             chunksize: target entries per chunk (:func:`chunk_steps`).
             retries: extra attempts per chunk after a non-permanent error (default 0).
             branches: branches that may be read; ``None`` (default): all.
-            checkpointer: :class:`~jettracks.accounting.RunCheckpointer` (or any coffea
+            checkpointer: :class:`~jettracks.failures.RunCheckpointer` (or any coffea
                 ``CheckpointerABC``); ``None`` (default): no checkpoints.
             progress: draw a progress bar (default False).
             xrootd_timeout: ``uproot.open`` timeout in seconds; ``None`` (default): uproot's.

@@ -25,7 +25,7 @@ from typing import Any
 import awkward as ak
 import cloudpickle
 
-from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, accumulate_into, finish
+from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, Totals
 from .base import plan_chunks, reader_for, run_chunk
 
 __all__ = ["DaskAwkwardEngine", "DaskAwkwardEngineError", "smoke_test"]
@@ -148,17 +148,17 @@ class DaskAwkwardEngine(Engine):
             smoke_test(client if client is not None else "sync")
         parts = self.graph(specs, processor, reader_for(branches, xrootd_timeout), checkpointer, retries)
         records: dict[int, ChunkRecord] = {}
-        total: Any = None
+        totals = Totals(s.dataset for s in specs)
         with Progress(progress, len(specs), "Processing") as bar:
             if client is None:
                 for i, part in enumerate(parts):
                     with _quiet_sync(client):
                         out, records[i] = _unpack(part.compute(scheduler="sync"))
-                    total = accumulate_into(total, out)
+                    totals.add(specs[i].dataset, out)
                     bar.advance()
             else:
-                total = _gather(client, parts, specs, records, bar)
-        return EngineResult(finish(processor, total), [records[i] for i in range(len(specs))], self.name)
+                _gather(client, parts, specs, records, totals, bar)
+        return EngineResult(totals.result(processor), [records[i] for i in range(len(specs))], self.name)
 
     @staticmethod
     def graph(specs: list[ChunkSpec], processor: Any, read_events: Any, checkpointer: Any,
@@ -193,15 +193,14 @@ def _quiet_sync(client: Any) -> Iterator[None]:
 
 
 def _gather(client: Any, parts: list[Any], specs: list[ChunkSpec], records: dict[int, ChunkRecord],
-            bar: Progress) -> Any:
+            totals: Totals, bar: Progress) -> None:
     """Compute the partitions on the cluster, summing outputs as they arrive (futures released)."""
     from distributed import as_completed
 
-    from ..accounting import error_line
+    from ..failures import error_line
 
     futures = client.compute(parts)
     index = {f.key: i for i, f in enumerate(futures)}
-    total: Any = None
     try:
         for future in as_completed(futures):
             i = index[future.key]
@@ -210,9 +209,8 @@ def _gather(client: Any, parts: list[Any], specs: list[ChunkSpec], records: dict
             except Exception as err:  # noqa: BLE001 - the task itself died (KilledWorker, ...)
                 out, records[i] = None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)
             future.release()
-            total = accumulate_into(total, out)
+            totals.add(specs[i].dataset, out)
             bar.advance()
     except BaseException:
         client.cancel(futures)  # an interrupted run leaves no task running
         raise
-    return total

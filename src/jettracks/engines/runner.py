@@ -5,8 +5,8 @@ chunk as coffea's Runner does (NanoEvents, ``BaseSchema``, ``mode="virtual"``),
 calls ``processor.process`` and handles checkpoints, retries and failures itself,
 so a task never fails for a chunk's sake and Dask's own task retries are not used
 (a permanent error then runs once). Results are summed on the client as they
-arrive and their futures released, so the client holds one running total, not
-every chunk's output.
+arrive and their futures released, so the client holds one running total per
+dataset (:class:`~jettracks.engines.base.Totals`), not every chunk's output.
 
 Without a client the same function runs here, chunk by chunk: the serial reference.
 Only public coffea API is used (``NanoEventsFactory``, ``processor.accumulate``).
@@ -20,7 +20,7 @@ from typing import Any
 
 import cloudpickle
 
-from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, accumulate_into, finish
+from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, Totals
 from .base import plan_chunks, reader_for, run_chunk
 
 __all__ = ["RunnerEngine"]
@@ -56,20 +56,19 @@ class RunnerEngine(Engine):
         specs = plan_chunks(fileset, meta, chunksize)
         reader = reader_for(branches, xrootd_timeout)
         records: dict[int, ChunkRecord] = {}
-        total: Any = None
+        totals = Totals(s.dataset for s in specs)
         with Progress(progress, len(specs), "Processing") as bar:
             if client is None:
                 for i, spec in enumerate(specs):
                     out, records[i] = run_chunk(processor, spec, reader, checkpointer, retries)
-                    total = accumulate_into(total, out)
+                    totals.add(spec.dataset, out)
                     bar.advance()
             elif specs:
-                total = self._distributed(client, specs, processor, reader, checkpointer, retries,
-                                          records, bar)
-        return EngineResult(finish(processor, total), [records[i] for i in range(len(specs))], self.name)
+                self._distributed(client, specs, processor, reader, checkpointer, retries, records, totals, bar)
+        return EngineResult(totals.result(processor), [records[i] for i in range(len(specs))], self.name)
 
     @staticmethod
-    def _distributed(client, specs, processor, reader, checkpointer, retries, records, bar) -> Any:
+    def _distributed(client, specs, processor, reader, checkpointer, retries, records, totals, bar) -> None:
         from distributed import as_completed
 
         # Cloudpickled here, as coffea's executors do: a processor whose package is registered
@@ -86,20 +85,18 @@ class RunnerEngine(Engine):
             for i, spec in enumerate(specs)
         ]
         index = {f.key: i for i, f in enumerate(futures)}
-        total: Any = None
         try:
             for future in as_completed(futures):
                 i = index[future.key]
                 try:
                     out, records[i] = future.result()
                 except Exception as err:  # noqa: BLE001 - the task itself died (KilledWorker, ...)
-                    from ..accounting import error_line
+                    from ..failures import error_line
 
                     out, records[i] = None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)
                 future.release()  # the output is summed below: the cluster need not keep it
-                total = accumulate_into(total, out)
+                totals.add(specs[i].dataset, out)
                 bar.advance()
         except BaseException:
             client.cancel(futures)  # an interrupted run leaves no task running
             raise
-        return total

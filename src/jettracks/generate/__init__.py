@@ -118,7 +118,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jetntuple, pfnano, sidecar
-from ._rootio import temporary_path
+from ..io.atomic import atomic_path
 from .model import (
     PROCESSES,
     Events,
@@ -223,16 +223,8 @@ def generate_file(
     events = generate_events(
         n_events, make_rng(seed, file_index), process=process, file_index=file_index, **model_opts
     )
-    tmp = temporary_path(path)
-    try:
+    with atomic_path(path) as tmp:
         _WRITERS[format].write(tmp, events, **writer_opts)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 

@@ -15,11 +15,8 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import awkward as ak
@@ -134,8 +131,3 @@ def reduce_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
     rounded = (i + half) & mask
     i[...] = np.where(finite, rounded, i)
     return a
-
-
-def temporary_path(path: Path) -> Path:
-    """A unique hidden name beside ``path`` (same file system: rename is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

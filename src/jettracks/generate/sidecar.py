@@ -25,12 +25,12 @@ completed by the next call with the same parameters.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..io.atomic import write_text_atomic
 
 __all__ = ["SIDECAR", "GenerateError", "Plan", "plan_generation", "write_record"]
 
@@ -76,14 +76,7 @@ def write_record(out: Path, stem: str, params: dict[str, Any], files: list[str])
     datasets = _read(out)
     datasets[stem] = {"params": params, "files": files}
     text = json.dumps({"version": _VERSION, "datasets": datasets}, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{SIDECAR}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, out / SIDECAR)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(out / SIDECAR, text)
 
 
 def _describe(params: dict[str, Any]) -> str:

@@ -21,10 +21,11 @@ import glob
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text_atomic
 
 __all__ = [
     "EntryCache",
@@ -620,16 +621,7 @@ class EntryCache:
             if isinstance(data, dict) and data.get("version") == self.VERSION:
                 on_disk = data.get("entries") or {}
         merged = {**on_disk, **self._dirty}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".entries-", suffix=".json", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"version": self.VERSION, "entries": merged}, fh)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(self.path, json.dumps({"version": self.VERSION, "entries": merged}))
         self._entries = merged
         self._dirty.clear()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = ["COLUMNS", "Column", "event_split", "finalize", "jet_columns", "write_part"]
 
@@ -58,16 +59,16 @@ def _cols() -> list[Column]:
         c("jet_phi", "float32", "rad", "Jet azimuth", "file jet phi"),
         c("jet_mass", "float32", "GeV", "Jet mass", "file jet mass"),
         c("flavour", "string", "", "Jet flavour label b/c/uds/g/unmatched/data under the run's definition",
-          "jettracks.flavour with the definition in flavour_definition"),
+          "jettracks.physics.flavour with the definition in flavour_definition"),
         c("flavour_code", "int8", "", "Integer code of flavour (b=5, c=4, uds=1, g=21, unmatched=0, data=-1)",
-          "jettracks.flavour.CODES"),
+          "jettracks.physics.flavour.CODES"),
         c("flavour_definition", "string", "", "Flavour definition used for flavour (hadron/parton/physics/data)", "processor option flavour"),
         c("label_hadron", "string", "", "Flavour label under the hadron definition (hadronFlavour, light split by partonFlavour)",
-          "jettracks.flavour definition=hadron; absent when the file has no hadron flavour"),
+          "jettracks.physics.flavour definition=hadron; absent when the file has no hadron flavour"),
         c("label_parton", "string", "", "Flavour label under the parton definition (|partonFlavour|)",
-          "jettracks.flavour definition=parton; absent without parton flavour"),
+          "jettracks.physics.flavour definition=parton; absent without parton flavour"),
         c("label_physics", "string", "", "Flavour label under the physics definition (|physFlav|, ΔR<0.4 generator match)",
-          "jettracks.flavour definition=physics; JetNtuple only"),
+          "jettracks.physics.flavour definition=physics; JetNtuple only"),
         c("hadron_flavour", "int32", "", "Raw hadron flavour (0, 4, 5)", "file branch, where present"),
         c("parton_flavour", "int32", "", "Raw parton flavour (signed pdgId, 0 = none)", "file branch, where present"),
         c("physics_flavour", "int32", "", "Raw physics flavour physFlav (signed pdgId)", "file branch, JetNtuple"),
@@ -76,7 +77,7 @@ def _cols() -> list[Column]:
           "splitmix64(run, lumi, event) mod 2^20 compared with the cumulative fractions"),
         c("n_tracks", "int32", "", "Tracks associated with the jet (charged, pT ≥ track_pt_min, ΔR < cone_dr)", "len(track_pt)"),
         c("n_tracks_valid_dxy", "int32", "", "Associated tracks with a valid dxy: finite dxy and dxy_err > 0 (the cut flow's tracks_valid_dxy)",
-          "count of jettracks.impact.valid_dxy"),
+          "count of jettracks.physics.impact.valid_dxy"),
         c("max_abs_dxy", "float32", "cm", "Largest |dxy| of the jet's tracks with a valid dxy; NaN if none", "max over tracks"),
         c("median_abs_dxy", "float32", "cm", "Median |dxy| of the jet's tracks with a valid dxy; NaN if none", "median over tracks"),
     ]
@@ -90,11 +91,11 @@ def _cols() -> list[Column]:
         c("track_charge", "list<int32>", "e", "Associated tracks' charge", "file candidates (JetNtuple: from PF_id)"),
         c("track_dr", "list<float32>", "", "ΔR(track, jet), ΔR² = Δη² + Δφ² (float64, Δφ wrapped)", "numba kernel or stored PF_dR"),
         c("track_dxy", "list<float32>", "cm", "Signed transverse impact parameter; NaN where not valid (valid: finite dxy and dxy_err > 0)",
-          "PFCands_d0 etc.; jettracks.impact.valid_dxy; absent without impact parameters"),
+          "PFCands_d0 etc.; jettracks.physics.impact.valid_dxy; absent without impact parameters"),
         c("track_dxy_err", "list<float32>", "cm", "Uncertainty of dxy; NaN where dxy is not valid; +inf = measured dxy, unknown error (NanoAOD IsoTrack)",
           "PFCands_d0Err etc."),
         c("track_dxy_sig", "list<float32>", "", "dxy / dxy_err; NaN where dxy is not valid or its error not finite",
-          "jettracks.impact.dxy_significance"),
+          "jettracks.physics.impact.dxy_significance"),
         c("pad_track_*", "fixed_size_list<float32>[N]", "as the track column",
           "Fixed-length copies of the track columns: the N tracks with the largest sort key, zero padded",
           "processor option ml_pad_tracks=N, sorted by ml_sort_key (abs_dxy_sig default)"),
@@ -160,7 +161,7 @@ def jet_columns(
 ) -> dict[str, Any]:
     """The per-jet ML columns of one chunk (flat over selected jets); see :data:`COLUMNS`.
 
-    A track's dxy is valid per :func:`jettracks.impact.valid_dxy` (finite dxy and
+    A track's dxy is valid per :func:`jettracks.physics.impact.valid_dxy` (finite dxy and
     ``dxy_err > 0``, cm), the cut flow's definition; where it is not, ``track_dxy``,
     ``track_dxy_err`` and ``track_dxy_sig`` are NaN and the track is left out of
     ``n_tracks_valid_dxy``, ``max_abs_dxy``, ``median_abs_dxy`` and ``n_tracks_sig_gt_*``.
@@ -168,8 +169,8 @@ def jet_columns(
     ``flavour_labels``: the labels of ``flavour_codes`` when the caller has them
     already (else computed here); ``labels_by_definition``: ``label_<definition>`` columns.
     """
-    from .flavour import flavour_labels as labels_of
-    from .impact import dxy_significance, valid_dxy
+    from ..physics.flavour import flavour_labels as labels_of
+    from ..physics.impact import dxy_significance, valid_dxy
 
     n = len(jets)
     cols: dict[str, Any] = {
@@ -200,7 +201,7 @@ def jet_columns(
     if has_dxy:
         dxy = ak.values_astype(jet_tracks["dxy"], np.float64)
         err = ak.values_astype(jet_tracks["dxy_err"], np.float64)
-        # One definition with the cut flow and the histograms (jettracks.impact).
+        # One definition with the cut flow and the histograms (jettracks.physics.impact).
         valid = valid_dxy(dxy, err)
         sig = dxy_significance(dxy, err)
         abs_valid = abs(dxy[valid])
@@ -261,11 +262,9 @@ def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any])
     }
     schema = pa.schema([pa.field(k, a.type, nullable=a.null_count > 0) for k, a in arrays.items()])
     table = pa.Table.from_arrays(list(arrays.values()), schema=schema)
-    os.makedirs(ml_dir, exist_ok=True)
     final = os.path.join(ml_dir, name)
-    tmp = os.path.join(ml_dir, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return final
 
 
@@ -300,7 +299,7 @@ def finalize(
     """
     import pyarrow.parquet as pq
 
-    from .outputs import atomic_path
+
 
     ml_dir = Path(ml_dir)
     ml_dir.mkdir(parents=True, exist_ok=True)
@@ -373,7 +372,7 @@ def _write_hdf5(ml_dir: Path, parts: list[Path]) -> Path:
     import pyarrow.parquet as pq
 
     path = ml_dir / "jets_padded.h5"
-    from .outputs import atomic_path
+
 
     scalar = ["jet_pt", "jet_eta", "jet_phi", "jet_mass", "flavour_code", "is_signal", "run", "lumi", "event", "jet_index"]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .outputs import atomic_path
+from .atomic import atomic_path
 
 __all__ = [
     "LOCK",

@@ -13,33 +13,15 @@ Every file is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_hists", "save_plots", "save_report", "package_versions"]
+from .atomic import atomic_path
 
-
-class atomic_path:
-    """Context manager yielding a temporary path renamed onto ``path`` on success."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+__all__ = ["package_versions", "save_hists", "save_plots", "save_report", "write_outputs"]
 
 
 def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, Any]) -> list[Path]:
@@ -157,7 +139,7 @@ def _jsonable(obj: Any) -> Any:
 
 def save_report(out_dir: Path, report: Any) -> Path:
     """Write ``report.json`` (atomic) from a :class:`~jettracks.report.RunReport` (or a mapping)."""
-    from .report import RunReport
+    from ..report import RunReport
 
     path = out_dir / "report.json"
     if not isinstance(report, RunReport):
@@ -184,7 +166,7 @@ def write_outputs(
         FileNotFoundError: an ML part of this run is missing at the client.
         OSError: a write failed (full disk, read-only directory).
     """
-    from .report import MLDatasetSummary
+    from ..report import MLDatasetSummary
 
     hists, cutflow = output.get("hists", {}), output.get("cutflow", {})
     ml_parts = output.get("ml_parts", [])

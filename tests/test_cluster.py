@@ -122,6 +122,26 @@ def test_backends_registered():
     assert {"local", "scheduler", "slurm", "htcondor", "pbs", "lsf", "sge", "gateway"} <= set(cluster.available())
 
 
+CLUSTER_MODULES = sorted(p.stem for p in (PROJECT / "src" / "jettracks" / "cluster").glob("*.py"))
+
+
+@pytest.mark.parametrize("module", CLUSTER_MODULES)
+def test_cluster_module_imports_alone(module):
+    """Each module of the package imports first in a fresh interpreter (no import cycle),
+    and every backend is registered whichever module came first."""
+    name = "jettracks.cluster" if module == "__init__" else f"jettracks.cluster.{module}"
+    code = (
+        f"import {name}\n"
+        "import jettracks.cluster as c\n"
+        "print(','.join(c.available()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PROJECT, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["local,scheduler,slurm,htcondor,pbs,lsf,sge,gateway"]
+
+
 def test_gateway_without_package_is_a_clear_error():
     try:
         import dask_gateway  # noqa: F401
@@ -344,8 +364,11 @@ def test_ship_processors_ships_the_configured_package(myana):
 
 
 def test_cluster_layer_names_no_analysis_package():
-    source = (PROJECT / "src" / "jettracks" / "cluster.py").read_text()
-    assert 'import_module("processors")' not in source and "import processors" not in source
+    sources = sorted((PROJECT / "src" / "jettracks" / "cluster").glob("*.py"))
+    assert sources
+    for path in sources:
+        source = path.read_text()
+        assert 'import_module("processors")' not in source and "import processors" not in source, path.name
 
 
 def test_scheduler_backend_runs_a_processor_the_worker_cannot_import(myana, tmp_path, by_value_registry):

@@ -29,7 +29,7 @@ import pytest
 from jettracks_testing.plugin import service_unavailable
 
 from jettracks.execution import RunError, run_config
-from jettracks.shared_output import PROBE_PREFIX, OutputGuard, OutputProbePlugin
+from jettracks.cluster.shared_output import PROBE_PREFIX, OutputGuard, OutputProbePlugin
 
 PY = sys.executable
 START_TIMEOUT = 60  # s for a scheduler or worker process to come up

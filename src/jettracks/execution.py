@@ -9,7 +9,7 @@ each a function of the module that owns its job:
 2. the run directory: :class:`jettracks.io.rundir.RunDirectory` (marker, lock, overwrite
    rules, the fingerprint that decides resume);
 3. the cluster: :func:`jettracks.cluster.connect` (or the caller's ``Client``; the
-   output directory must be visible to every worker: :mod:`jettracks.shared_output`);
+   output directory must be visible to every worker: :mod:`jettracks.cluster.shared_output`);
 4. datasets and formats: :func:`jettracks.datasets.prepare_datasets`;
 5. file metadata: :func:`jettracks.metadata.collect_metadata` (entries, UUIDs, bad files);
 6. the engine: :func:`jettracks.engines.run_engine` (``runner`` or ``dask-awkward``; both
@@ -208,7 +208,7 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
     from .io.checkpoints import RunCheckpointer
     from .io.outputs import save_report, write_outputs
     from .report import build_report
-    from .shared_output import OutputGuard
+    from .cluster.shared_output import OutputGuard
 
     ex, out_dir = cfg.executor, state.path
     checkpointer = RunCheckpointer(state.checkpoint_dir)

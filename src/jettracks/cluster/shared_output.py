@@ -206,7 +206,7 @@ class OutputGuard:
     def _start(self, client) -> None:
         if client is None:
             return
-        from .errors import RunError
+        from ..errors import RunError
 
         self.client = client
         self.token = secrets.token_hex(8)
@@ -221,7 +221,7 @@ class OutputGuard:
         bad = {}
         for addr, res in sorted(results.items()):
             if isinstance(res, BaseException):
-                from .accounting import error_line
+                from ..failures import error_line
 
                 bad[addr] = f"probe failed: {error_line(res)}"
             elif res is not None:
@@ -236,7 +236,7 @@ class OutputGuard:
         try:
             client.register_plugin(plugin, name=self.topic)
         except Exception as err:  # noqa: BLE001 - any failure becomes one line
-            from .accounting import error_line
+            from ..failures import error_line
 
             raise RunError(
                 f"cannot register the output-directory check on the workers: {error_line(err)}"
@@ -289,7 +289,7 @@ class OutputGuard:
             RunError: something is missing; ``report`` then has status ``failed``
                 and ``missing_outputs``, and is saved as ``report.json``.
         """
-        from .errors import RunError
+        from ..errors import RunError
 
         if self.rejected:
             notices = list(report.get("notices", []))
@@ -306,7 +306,7 @@ class OutputGuard:
         missing_ckpt = self._missing_checkpoints(fileset, meta, chunk_times, checkpointer)
         if not (missing_parts or missing_ckpt):
             return
-        from .outputs import save_report
+        from ..io.outputs import save_report
 
         report["status"] = "failed"
         report["missing_outputs"] = {

@@ -1,0 +1,209 @@
+"""The entries-per-file cache: a file's entry count and UUID, keyed by URL + size + mtime.
+
+It lives in ``$JETTRACKS_CACHE_DIR/entries.json``, else
+``$XDG_CACHE_HOME/jettracks/entries.json`` or ``~/.cache/jettracks/entries.json``.
+It is an optimisation only: a cache that cannot be written is skipped with one
+warning, and ``--refresh`` ignores it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_text_atomic
+from .xrootd import _xrootd_fs, is_url, is_xrootd, split_xrootd_url
+
+__all__ = ["EntryCache", "file_signature"]
+
+
+def file_signature(name: str, *, timeout: int = 30) -> tuple[str, int, float] | None:
+    """(key, size, mtime) identifying a file's current version; None if it cannot be stat'ed.
+
+    The key is the URL for remote files (XRootD ``stat``) and the absolute path
+    for local ones.
+    """
+    if is_xrootd(name):
+        try:
+            server, path, _ = split_xrootd_url(name)
+            status, info = _xrootd_fs(server).stat(path, timeout=timeout)
+        except (ImportError, ValueError):
+            return None
+        if not status.ok:
+            return None
+        return name, int(info.size), float(info.modtime)
+    if is_url(name):
+        if name.lower().startswith("file://"):
+            return file_signature(name[7:], timeout=timeout)
+        try:
+            import fsspec
+
+            fs, _, paths = fsspec.get_fs_token_paths(name)
+            info = fs.info(paths[0])
+        except Exception:  # noqa: BLE001 - no signature, no caching
+            return None
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+        if info.get("size") is None or mtime is None:
+            return None
+        if hasattr(mtime, "timestamp"):
+            mtime = mtime.timestamp()
+        return name, int(info["size"]), float(mtime)
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return os.path.abspath(name), int(st.st_size), float(st.st_mtime)
+
+
+def _default_cache_path() -> Path:
+    root = os.environ.get("JETTRACKS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jettracks"
+    )
+    return Path(root) / "entries.json"
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return {"__bytes__": bytes(value).hex()}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__bytes__"}:
+            return bytes.fromhex(value["__bytes__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class EntryCache:
+    """A JSON cache of per-file metadata (entries per tree, file UUID, ...).
+
+    An entry is keyed by the file (URL, or absolute path) and tree name, and is
+    valid only while the file's size and mtime are unchanged (XRootD files are
+    stat'ed on the server). Values are what :meth:`put` stored: an ``int``
+    (entries) or a JSON-able ``dict``; ``bytes`` values (a UUID) round-trip.
+
+    Where it lives: ``$JETTRACKS_CACHE_DIR/entries.json`` when that variable is
+    set, else ``$XDG_CACHE_HOME/jettracks/entries.json``, else
+    ``~/.cache/jettracks/entries.json``. It is an optimisation only: an
+    unreadable cache file is treated as empty, and :meth:`save` raises
+    ``OSError`` when the file cannot be written (a run then warns once and goes
+    on without it).
+
+    Args:
+        path: the JSON file; default as above.
+        refresh: ignore what is stored (every :meth:`get` misses); :meth:`put` and
+            :meth:`save` still record fresh values.
+        autosave: write the file after each :meth:`put` (else call :meth:`save`).
+        timeout: seconds for a remote ``stat``.
+
+    >>> cache = EntryCache("/tmp/entries.json")                 # doctest: +SKIP
+    >>> cache.get("data/a.root", "Events") is None               # doctest: +SKIP
+    True
+    >>> cache.put("data/a.root", "Events", 1000); cache.save()   # doctest: +SKIP
+    """
+
+    VERSION = 1
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        refresh: bool = False,
+        autosave: bool = False,
+        timeout: int = 30,
+    ):
+        self.path = Path(path) if path is not None else _default_cache_path()
+        self.refresh = refresh
+        self.autosave = autosave
+        self.timeout = timeout
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._dirty: dict[str, dict[str, Any]] = {}
+        self._signatures: dict[str, tuple[str, int, float] | None] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(data, dict) and data.get("version") == self.VERSION:
+            entries = data.get("entries")
+            if isinstance(entries, dict):
+                self._entries = entries
+
+    @staticmethod
+    def _key(key: str, treename: str) -> str:
+        return f"{key}\t{treename}"
+
+    def _signature(self, name: str, fresh: bool = False) -> tuple[str, int, float] | None:
+        if fresh or name not in self._signatures:
+            self._signatures[name] = file_signature(name, timeout=self.timeout)
+        return self._signatures[name]
+
+    def get(self, name: str, treename: str) -> Any:
+        """The stored value for (file, tree), or None (absent, file changed, or ``refresh``)."""
+        if self.refresh:
+            self.misses += 1
+            return None
+        sig = self._signature(name, fresh=True)
+        if sig is None:
+            self.misses += 1
+            return None
+        rec = self._entries.get(self._key(sig[0], treename))
+        if rec is None or rec.get("size") != sig[1] or rec.get("mtime") != sig[2]:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return _decode(rec["value"])
+
+    def put(self, name: str, treename: str, value: Any) -> bool:
+        """Store a value for (file, tree); False (nothing stored) if the file cannot be stat'ed."""
+        sig = self._signature(name)
+        if sig is None:
+            return False
+        rec = {"size": sig[1], "mtime": sig[2], "value": _encode(value), "stored": time.time()}
+        k = self._key(sig[0], treename)
+        self._entries[k] = rec
+        self._dirty[k] = rec
+        if self.autosave:
+            self.save()
+        return True
+
+    def save(self) -> None:
+        """Write the cache atomically, merged with what another process saved meanwhile."""
+        if not self._dirty:
+            return
+        on_disk: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("version") == self.VERSION:
+                on_disk = data.get("entries") or {}
+        merged = {**on_disk, **self._dirty}
+        write_text_atomic(self.path, json.dumps({"version": self.VERSION, "entries": merged}))
+        self._entries = merged
+        self._dirty.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __enter__(self) -> EntryCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.save()

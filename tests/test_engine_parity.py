@@ -450,8 +450,9 @@ def test_processor_shipped_by_value_runs_on_a_worker_without_its_package(tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINE_NAMES)
 def test_worker_killed_mid_run_loses_nothing(engine, tmp_path):
-    """SIGKILL of a worker mid-run: Dask reruns its chunks elsewhere; every chunk ends ``ok``
-    and the output equals the serial reference."""
+    """SIGKILL of a worker mid-run: Dask reruns its chunks elsewhere; no chunk fails and the
+    output equals the serial reference. A chunk the dead worker had finished and checkpointed
+    but not yet returned is, on its rerun, taken from that checkpoint (status ``checkpoint``)."""
     import signal
     import threading
     import time
@@ -480,5 +481,6 @@ def test_worker_killed_mid_run_loses_nothing(engine, tmp_path):
                   processor=SlowJetTrackProcessor(delay_s=0.5, ml_dir=str(tmp_path / "work" / "ml")))
         killer.join()
         assert set(client.run(os.getpid).values()) != set(pids.values())  # a worker really died
-    assert {r.status for r in got.records} == {"ok"}, [r.line() for r in got.records]
+    assert not got.failures, [r.line() for r in got.failures]
+    assert {r.status for r in got.records} <= {"ok", "checkpoint"}
     assert_same_output(got, reference)

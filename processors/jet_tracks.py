@@ -253,6 +253,9 @@ class JetTrackProcessor(processor.ProcessorABC):
             is_mc: simulation (flavour from truth branches) or collision data.
         """
         reader = self.reader_for(fmt)
+        # A file of the dataset without a branch the reader needs: name it (a retry cannot help).
+        meta = getattr(columns, "metadata", None) or {}
+        reader.check(reader.fields_of(columns), filename=meta.get("filename", "?"))
         batch = reader.read(columns)
 
         # Flat jets and their selection.

@@ -1,8 +1,8 @@
-"""The dask-awkward engine gives exactly what summing ``processor.process`` over chunks gives.
+"""Both engines give exactly what summing ``processor.process`` over chunks gives.
 
 Input: the real CMS PFNano file (10 events, ~1,900 PF candidates an event), the real
 TreeMaker and NanoAOD v15 files, and, when :mod:`jettracks.generate` is available, a
-small generated PFNano + JetNtuple sample. The engine runs on a 2-worker
+small generated PFNano + JetNtuple sample. Each engine (``runner``, ``dask-awkward``) runs on a 2-worker
 ``LocalCluster`` (one thread each); the reference is ``JetTrackProcessor.process``
 called in this process on every chunk (``NanoEventsFactory.from_root(mode="virtual")``,
 as the Runner engine does; chunks by :func:`chunk_steps`, checked equal to coffea's
@@ -12,9 +12,9 @@ Runner chunking) and summed with coffea's accumulator rules.
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import awkward as ak
 import numpy as np
@@ -22,13 +22,8 @@ import pytest
 import uproot
 from jettracks_testing.data import cms_data_dir
 
-from jettracks.engine_dask_awkward import (
-    build_graph,
-    chunk_steps,
-    process_dask_awkward,
-    run_dask_awkward,
-    smoke_test,
-)
+from jettracks.engines import ENGINES, chunk_steps, run_engine
+from jettracks.engines.dask_awkward import smoke_test
 from processors.jet_tracks import JetTrackProcessor
 
 CMS_DIR = cms_data_dir()
@@ -142,6 +137,21 @@ def fileset(generated) -> dict:
     return fs
 
 
+def _meta(fileset: dict) -> dict:
+    meta = {}
+    for ds, spec in fileset.items():
+        for fname in spec["files"]:
+            with uproot.open(fname) as f:
+                meta[(ds, fname)] = {"numentries": f[spec["treename"]].num_entries, "uuid": f.file.fUUID,
+                                     "uuid_hex": bytes(f.file.fUUID).hex()}
+    return meta
+
+
+def _run(engine: str, fileset: dict, proc, client, chunksize: int, branches: set[str]):
+    ex = SimpleNamespace(chunksize=chunksize, retries=0, xrootd_timeout=30)
+    return run_engine(engine, fileset, _meta(fileset), proc, client=client, ex=ex, branches=branches)
+
+
 # -- tests -----------------------------------------------------------------------------------
 def test_smoke_dask_awkward_compute(local_client):
     """A plain dask-awkward compute works (a resolver once picked versions where none did)."""
@@ -151,54 +161,25 @@ def test_smoke_dask_awkward_compute(local_client):
     smoke_test(local_client)
 
 
-def test_graph_reads_exactly_the_reader_branches(fileset):
-    """The typetracer branch touches every column analyse() reads, and nothing else is read."""
-    import dask_awkward as dak
-
-    proc = JetTrackProcessor(**OPTIONS)
-    branches = _branches(proc, fileset) | {"Jet_btagDeepB", "PFCands_mass"}  # extra: must not be read
-    plan = build_graph(fileset, proc, chunksize=10_000, branches=branches,
-                       num_entries={f: 1 for spec in fileset.values() for f in spec["files"]})
-    for ds, spec in fileset.items():
-        with uproot.open(spec["files"][0]) as f:
-            available = set(f[spec["treename"]].keys())
-        expected = set(proc.reader_for(spec["metadata"]["format"]).branches(available))
-        columns = dak.necessary_columns(plan.summaries[ds])
-        assert len(columns) == 1, columns
-        assert set(next(iter(columns.values()))) == expected, ds
-
-
-@pytest.mark.parametrize("entries", [0, 1, 9, 10, 11, 99, 100, 101, 1234])
-@pytest.mark.parametrize("chunksize", [1, 4, 10, 37, 100])
-def test_chunk_steps_equal_coffea_runner_chunks(entries, chunksize):
-    from coffea.processor.executor import FileMeta
-
-    fm = FileMeta("ds", "f.root", "Events", {"numentries": entries, "uuid": b"0" * 16})
-    runner_chunks = [[c.entrystart, c.entrystop] for c in fm.chunks(chunksize, False)]
-    assert chunk_steps(entries, chunksize) == runner_chunks
-
-
-def test_engine_equals_summed_process(fileset, local_client, tmp_path):
-    """Every histogram (values and variances incl. flow), cut flow, entries and notices equal."""
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_engine_equals_summed_process(engine, fileset, local_client, tmp_path):
+    """Every histogram (values and variances incl. flow), cut flow, entries, notices and ML row equal."""
     extra = {}
     if "compare_association" in inspect.signature(JetTrackProcessor).parameters:
         extra["compare_association"] = True  # an optional output key must come through too
     ref_proc = JetTrackProcessor(**OPTIONS, **extra, ml_dir=str(tmp_path / "ref_ml"))
-    dak_proc = JetTrackProcessor(**OPTIONS, **extra, ml_dir=str(tmp_path / "dak_ml"))
+    eng_proc = JetTrackProcessor(**OPTIONS, **extra, ml_dir=str(tmp_path / "eng_ml"))
     chunksize = 25 if any(k.startswith("gen_") for k in fileset) else 4
     branches = _branches(ref_proc, fileset)
 
-    out = run_dask_awkward(
-        fileset, dak_proc, client=local_client, chunksize=chunksize, branches=branches, progress=False
-    )
+    result = _run(engine, fileset, eng_proc, local_client, chunksize, branches)
+    out = result.output
     want, ref_chunks = _reference(fileset, ref_proc, chunksize, branches)
 
-    assert [c[:3] for c in out["chunks"]] == ref_chunks
+    assert [r.status for r in result.records] == ["ok"] * len(ref_chunks)
+    assert [(r.spec.filename, r.spec.entrystart, r.spec.entrystop) for r in result.records] == ref_chunks
     assert len(ref_chunks) > len(fileset)  # several chunks per dataset
     _assert_same_hists(out["hists"], want["hists"])
-    assert out["cutflow"] == want["cutflow"]
-    assert out["entries"] == want["entries"]
-    assert out["notices"] == want["notices"]
     for key in set(want) - {"hists", "ml_parts"}:  # every other output of process(), summed
         assert out[key] == want[key], key
     if extra and "real_pfnano" in fileset:  # the real file has JetPFCands links
@@ -222,36 +203,8 @@ def test_engine_equals_summed_process(fileset, local_client, tmp_path):
         assert ak.array_equal(got_ml[field], want_ml[field], equal_nan=True), field
 
 
-def test_drop_in_for_execution_process(fileset, local_client):
-    """``process_dask_awkward`` has ``execution._process``'s signature and result shape."""
-    from types import SimpleNamespace
-
-    small = {k: v for k, v in fileset.items() if k.startswith("gen_")} or fileset
-    proc = JetTrackProcessor(**OPTIONS)
-    branches = _branches(proc, small)
-    meta = {}
-    for ds, spec in small.items():
-        for fname in spec["files"]:
-            with uproot.open(fname) as f:
-                meta[(ds, fname)] = {"numentries": f[spec["treename"]].num_entries, "uuid": b"\x01" * 16,
-                                     "uuid_hex": "01" * 16}
-    ex = SimpleNamespace(chunksize=40, retries=0, xrootd_timeout=30)
-    output, failures, chunk_times, n_chunks = process_dask_awkward(
-        small, meta, proc, local_client, ex, branches, None, False
-    )
-    assert failures == []
-    assert n_chunks == len(chunk_times) == sum(
-        len(chunk_steps(m["numentries"], 40)) for m in meta.values()
-    )
-    assert {f for f, *_ in chunk_times} == {f for _, f in meta}
-    assert all(math.isfinite(s) and s >= 0 for *_, s in chunk_times)
-    want, _ = _reference(small, proc, 40, branches)
-    _assert_same_hists(output["hists"], want["hists"])
-    assert output["cutflow"] == want["cutflow"]
-    assert output["entries"] == {f: m["numentries"] for (_, f), m in meta.items()}
-
-
-def test_engine_equals_summed_process_other_real_formats(cms_dir, local_client):
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_engine_equals_summed_process_other_real_formats(engine, cms_dir, local_client):
     """TreeMaker (nested LorentzVector branches) and NanoAOD (IsoTracks: dxy_err = +inf)."""
     from jettracks import readers
 
@@ -266,9 +219,9 @@ def test_engine_equals_summed_process_other_real_formats(cms_dir, local_client):
         pytest.skip(f"neither treemaker.root nor nano_tt_v15.root in {cms_dir}")
     proc = JetTrackProcessor(**OPTIONS)
     branches = _branches(proc, fs)
-    out = run_dask_awkward(fs, proc, client=local_client, chunksize=100, branches=branches, progress=False)
+    result = _run(engine, fs, proc, local_client, 100, branches)
     want, ref_chunks = _reference(fs, proc, 100, branches)
-    assert [c[:3] for c in out["chunks"]] == ref_chunks
-    _assert_same_hists(out["hists"], want["hists"])
+    assert [(r.spec.filename, r.spec.entrystart, r.spec.entrystop) for r in result.records] == ref_chunks
+    _assert_same_hists(result.output["hists"], want["hists"])
     for key in set(want) - {"hists"}:
-        assert out[key] == want[key], key
+        assert result.output[key] == want[key], key

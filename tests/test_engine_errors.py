@@ -1,4 +1,4 @@
-"""The dask-awkward engine names the file (and entry range) of a chunk that fails, on one line."""
+"""Both engines name the file (and entry range) of a chunk that fails, on one line."""
 
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ def _corrupt_basket(path: Path, source: Path) -> Path:
     return path
 
 
-def _cfg(files, out):
+def _cfg(files, out, engine, processor=None):
     return {
         "name": "engine-errors",
         "datasets": {"tt": {"files": [str(f) for f in files], "format": "pfnano", "metadata": {"is_mc": True}}},
-        "processor": {"class": "processors.jet_tracks:JetTrackProcessor", "options": {}},
-        "executor": {"backend": "serial", "engine": "dask-awkward", "chunksize": 4},
+        "processor": processor or {"class": "processors.jet_tracks:JetTrackProcessor", "options": {}},
+        "executor": {"backend": "serial", "engine": engine, "chunksize": 4},
         "output": {"dir": str(out), "plots": False, "ml": False},
     }
 
@@ -57,20 +57,24 @@ def good(cms_dir, tmp_path):
     return _without_branch(tmp_path / "good.root", cms_dir / "pfnano.root", drop="none")
 
 
+ENGINES = ["runner", "dask-awkward"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", ["no_branch", "corrupt_basket"])
-def test_bad_file_error_names_file_and_reason_on_one_line(kind, good, cms_dir, tmp_path):
+def test_bad_file_error_names_file_and_reason_on_one_line(kind, engine, good, cms_dir, tmp_path):
     if kind == "no_branch":
         bad = _without_branch(tmp_path / "bad.root", cms_dir / "pfnano.root", "PFCands_d0Err")
     else:
         bad = _corrupt_basket(tmp_path / "bad.root", cms_dir / "pfnano.root")
     with pytest.raises(RunError) as err:
-        run_config(_cfg([good, bad], tmp_path / "out"), progress=False)
+        run_config(_cfg([good, bad], tmp_path / "out", engine), progress=False)
     msg = str(err.value)
     assert "\n" not in msg
     assert str(bad) in msg and str(good) not in msg
     assert "entries 0-" in msg
     if kind == "no_branch":
-        assert "PFCands_d0Err" in msg and "branch" in msg
+        assert "missing branches PFCands_d0Err" in msg
     else:
         assert "DecompressionError" in msg  # the basket's LZMA stream is garbage
 
@@ -89,11 +93,10 @@ class _FailsOnSecondFile(JetTrackProcessor):
         return chunk
 
 
-def test_processing_error_names_the_chunk(good, tmp_path, cms_dir):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_processing_error_names_the_chunk(engine, good, tmp_path):
     # A second file with other event numbers: the processor fails on it only.
     import awkward as ak
-
-    from jettracks.engine_dask_awkward import DaskAwkwardEngineError, run_dask_awkward
 
     arrs = uproot.open(good)["Events"].arrays(PF_BRANCHES)
     other = tmp_path / "other.root"
@@ -103,12 +106,10 @@ def test_processing_error_names_the_chunk(good, tmp_path, cms_dir):
     with uproot.recreate(other) as f:
         f.mktree("Events", {k: v.type for k, v in data.items()}, counter_name=lambda n: "n" + n)
         f["Events"].extend(data)
-    proc = _FailsOnSecondFile(int(arrs["event"][0]) + 1000)
-    fs = {"tt": {"files": [str(good), str(other)], "treename": "Events",
-                 "metadata": {"format": "pfnano", "is_mc": True}}}
-    with pytest.raises(DaskAwkwardEngineError) as err:
-        run_dask_awkward(fs, proc, chunksize=4, branches=proc.reader_for("pfnano").branches(),
-                         progress=False, num_entries={str(good): 10, str(other): 10})
+    processor = {"class": "test_engine_errors:_FailsOnSecondFile",
+                 "options": {"bad_first_event": int(arrs["event"][0]) + 1000}}
+    with pytest.raises(RunError) as err:
+        run_config(_cfg([good, other], tmp_path / "out", engine, processor), progress=False)
     msg = str(err.value)
     assert "\n" not in msg
     assert f"{other} entries 0-5" in msg and "ValueError: deliberate failure in analyse" in msg

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jettracks.engine_dask_awkward import chunk_steps
+from jettracks.engines import chunk_steps
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-bad-files", action="store_true",
                      help="finish past files/chunks that keep failing; report what was skipped")
     run.add_argument("--overwrite", action="store_true",
-                     help="replace an output directory left by a different config or processor")
+                     help="replace jettracks' own outputs in a run directory left by a different config, "
+                          "processor or code (other files are kept; a directory jettracks did not "
+                          "write is never touched)")
     run.add_argument("--resume", action="store_true",
                      help="resume an interrupted run (rerunning the same command does this too)")
     run.add_argument("--refresh", action="store_true", help="ignore cached file metadata (entries per file)")
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--process", default="qcd", help="physics process (default qcd)")
     gen.add_argument("--out", required=True, metavar="DIR", help="output directory")
     gen.add_argument("--prefix", help="file name prefix (default: the format)")
-    gen.add_argument("--overwrite", action="store_true", help="replace existing files")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="replace files this generator wrote with other parameters (other files are kept)")
 
     insp = sub.add_parser(
         "inspect", help="describe a ROOT file", description="Detected format, trees, entries and branches."

@@ -64,7 +64,7 @@ def run_engine(
         ex: :class:`jettracks.config.ExecutorConfig` (uses ``chunksize`` (entries),
             ``retries`` (extra attempts) and ``xrootd_timeout`` (seconds)).
         branches: branches that may be read; ``None`` (default): all.
-        checkpointer: :class:`jettracks.failures.RunCheckpointer`; ``None`` (default): none.
+        checkpointer: :class:`jettracks.io.checkpoints.RunCheckpointer`; ``None`` (default): none.
         progress: draw a progress bar (default False).
 
     Raises:

@@ -322,7 +322,7 @@ def run_chunk(
     """Run one chunk under the guard every engine shares; never raises ``Exception``.
 
     1. ``checkpointer.load`` (when given): a checkpoint that loads is the chunk's output
-       (status ``checkpoint``; :class:`~jettracks.failures.RunCheckpointer` already
+       (status ``checkpoint``; :class:`~jettracks.io.checkpoints.RunCheckpointer` already
        refuses damaged ones and those whose ML parts are gone);
     2. otherwise up to ``retries + 1`` attempts of: read (``read_events``), ``process``,
        ``checkpointer.save``; an error that a retry cannot fix (:func:`permanent`:
@@ -336,7 +336,7 @@ def run_chunk(
         read_events: ``read_events(spec)`` -> context manager yielding the events
             (:class:`ChunkReader`).
         checkpointer: a coffea ``CheckpointerABC`` (``load``/``save`` with the chunk's
-            ``events.metadata``), normally :class:`~jettracks.failures.RunCheckpointer`;
+            ``events.metadata``), normally :class:`~jettracks.io.checkpoints.RunCheckpointer`;
             ``None`` (default): no checkpoints.
         retries: extra attempts after a failure that is not permanent (default 0).
 
@@ -522,7 +522,7 @@ class Engine(abc.ABC):
             chunksize: target entries per chunk (:func:`chunk_steps`).
             retries: extra attempts per chunk after a non-permanent error (default 0).
             branches: branches that may be read; ``None`` (default): all.
-            checkpointer: :class:`~jettracks.failures.RunCheckpointer` (or any coffea
+            checkpointer: :class:`~jettracks.io.checkpoints.RunCheckpointer` (or any coffea
                 ``CheckpointerABC``); ``None`` (default): no checkpoints.
             progress: draw a progress bar (default False).
             xrootd_timeout: ``uproot.open`` timeout in seconds; ``None`` (default): uproot's.

@@ -484,3 +484,96 @@ def test_worker_killed_mid_run_loses_nothing(engine, tmp_path):
     assert not got.failures, [r.line() for r in got.failures]
     assert {r.status for r in got.records} <= {"ok", "checkpoint"}
     assert_same_output(got, reference)
+
+
+# -- run_chunk alone: the guard's rules, without files ----------------------------------------------
+class _Events:
+    def __init__(self, spec: ChunkSpec) -> None:
+        self.metadata = spec.events_metadata()
+
+
+class _FakeReader:
+    """``read_events`` that yields metadata-only events (no file)."""
+
+    def __call__(self, spec):
+        import contextlib
+
+        return contextlib.nullcontext(_Events(spec))
+
+
+class _Scripted:
+    """A processor that raises the scripted errors in turn, then returns ``{"n": 1}``."""
+
+    def __init__(self, *errors) -> None:
+        self.errors, self.calls = list(errors), 0
+
+    def process(self, events):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return {"n": 1}
+
+
+class _MemoryCheckpointer:
+    def __init__(self, *, fail_load=False, fail_save=False) -> None:
+        self.saved, self.fail_load, self.fail_save = {}, fail_load, fail_save
+
+    def _key(self, md):
+        return (md["dataset"], md["filename"], md["entrystart"], md["entrystop"], md["fileuuid"])
+
+    def load(self, md, _proc):
+        if self.fail_load:
+            raise OSError("checkpoint store unreachable")
+        return self.saved.get(self._key(md))
+
+    def save(self, out, md, _proc):
+        if self.fail_save:
+            raise OSError(28, "No space left on device")
+        self.saved[self._key(md)] = out
+
+
+SPEC = ChunkSpec("ds", "/data/f.root", "Events", 0, 10, "", {"format": "pfnano"})
+
+
+def test_run_chunk_rules():
+    from jettracks.engines import run_chunk
+
+    # transient errors retried, then success: attempts counted, output returned, checkpoint saved
+    ckpt = _MemoryCheckpointer()
+    proc = _Scripted(ConnectionError("reset"), TimeoutError("slow"))
+    out, rec = run_chunk(proc, SPEC, _FakeReader(), ckpt, retries=2)
+    assert out == {"n": 1} and (rec.status, rec.attempts, rec.error) == ("ok", 3, None) and rec.seconds >= 0
+    assert list(ckpt.saved.values()) == [{"out": {"n": 1}, "metrics": ckpt.saved[next(iter(ckpt.saved))]["metrics"]}]
+    # the checkpoint is used next time: no process call
+    proc = _Scripted()
+    out, rec = run_chunk(proc, SPEC, _FakeReader(), ckpt, retries=2)
+    assert out == {"n": 1} and (rec.status, rec.attempts) == ("checkpoint", 0) and proc.calls == 0
+    # retries exhausted: failed, the last error on one line
+    out, rec = run_chunk(_Scripted(*[ConnectionError("reset\nby peer")] * 3), SPEC, _FakeReader(), None, retries=1)
+    assert out is None and (rec.status, rec.attempts, rec.error) == ("failed", 2, "ConnectionError: reset by peer")
+    assert rec.as_failure().line() == "/data/f.root entries 0-10: ConnectionError: reset by peer"
+    # permanent errors are not retried (wrapped ones too: the cause chain is searched)
+    try:
+        raise RuntimeError("processing failed") from FileNotFoundError(2, "No such file", "/data/f.root")
+    except RuntimeError as err:
+        wrapped = err
+    for err in (FileNotFoundError(2, "No such file"), wrapped, ValueError("not a ROOT file: first four bytes")):
+        out, rec = run_chunk(_Scripted(err, err, err), SPEC, _FakeReader(), None, retries=5)
+        assert (rec.status, rec.attempts) == ("failed", 1), rec.error
+    # process() returning None is a failure, as in coffea's Runner
+    class _NoneProc:
+        def process(self, events):
+            return None
+
+    out, rec = run_chunk(_NoneProc(), SPEC, _FakeReader(), None, retries=0)
+    assert rec.status == "failed" and rec.error_type == "ValueError"
+    # a checkpoint store that cannot be read: the chunk is redone, not failed
+    out, rec = run_chunk(_Scripted(), SPEC, _FakeReader(), _MemoryCheckpointer(fail_load=True), retries=0)
+    assert rec.status == "ok"
+    # a checkpoint that cannot be written fails the chunk, as in coffea's Runner (and the run checks
+    # afterwards that every finished chunk has its checkpoint)
+    out, rec = run_chunk(_Scripted(), SPEC, _FakeReader(), _MemoryCheckpointer(fail_save=True), retries=1)
+    assert (rec.status, rec.attempts, rec.error_type) == ("failed", 2, "OSError")
+    # an interrupt is not a chunk failure: it stops the run
+    with pytest.raises(KeyboardInterrupt):
+        run_chunk(_Scripted(KeyboardInterrupt()), SPEC, _FakeReader(), None, retries=3)

@@ -149,9 +149,12 @@ class ExecutorConfig(_Strict):
             ``chunksize x candidates per entry`` under ~20M for 1.5-2 GB workers
             (real PFNano: <= 10k events; the demo's 500-event files: whole files).
         max_files: process at most this many files per dataset.
-        retries: Dask retries of a failed chunk.
+        retries: extra attempts of a chunk that failed (0-10); errors a retry cannot fix
+            (missing tree or branch, not a ROOT file, missing local file) run once.
         xrootd_timeout: seconds before a remote open gives up.
-        engine: ``runner`` (coffea ``Runner`` + ``DaskExecutor``) or ``dask-awkward``.
+        engine: ``runner`` (one Dask task per chunk) or ``dask-awkward``
+            (``dask_awkward.from_map`` over the same chunks); same checkpoints, retries,
+            failure capture and results (:mod:`jettracks.engines`).
         cluster: extra options for the backend (jobqueue: cores, memory, walltime, ...).
     """
 

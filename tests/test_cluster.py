@@ -433,3 +433,24 @@ def test_slurm_backend_runs_a_processor_the_job_cannot_import(myana, slurm_clust
     assert rep["cluster"]["backend"] == "slurm" and len(rep["cluster"]["job_ids"]) == 1
     assert rep["cluster"]["shipped_by_value"] == ["myana"]
     assert rep["status"] == "ok" and rep["entries"]["processed"] == rep["entries"]["expected"] == 80
+
+
+def test_jobqueue_backends_keep_the_ctrl_c_handler(tmp_path):
+    """dask_jobqueue.runner sets SIGINT to sys.exit() at import: Ctrl-C must still be KeyboardInterrupt."""
+    code = (
+        "import signal\n"
+        "from jettracks.config import parse_config\n"
+        "from jettracks.cluster import jobqueue\n"
+        "before = signal.getsignal(signal.SIGINT)\n"
+        "parse_config({'datasets': {'a': {'files': ['x.root']}},\n"
+        "              'executor': {'backend': 'slurm', 'cluster': {'cores': 1, 'memory': '1GB'}}})\n"
+        "jobqueue._job_class('slurm')\n"
+        "import dask_jobqueue.runner  # already imported: no second replacement\n"
+        "assert signal.getsignal(signal.SIGINT) is before is signal.default_int_handler, signal.getsignal(signal.SIGINT)\n"
+        "try:\n"
+        "    signal.raise_signal(signal.SIGINT)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "KeyboardInterrupt", res.stderr[-2000:]

@@ -30,7 +30,6 @@ a backend would submit, without starting anything (``--dry-run``).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -55,6 +54,7 @@ from .options import (
     HTCondorOptions,
     JobqueueOptions,
     LSFOptions,
+    import_jobqueue,
     walltime_seconds,
 )
 
@@ -69,8 +69,8 @@ _OWN_KEYS = frozenset({"scale", "adapt", "partition", "wait_timeout", "min_worke
 
 def _jobqueue_module():
     try:
-        importlib.import_module("dask_jobqueue.slurm")  # the Job classes live in the submodules
-        return importlib.import_module("dask_jobqueue")
+        import_jobqueue("dask_jobqueue.slurm")  # the Job classes live in the submodules
+        return import_jobqueue("dask_jobqueue")
     except ImportError:
         raise ClusterError(
             "batch backends need the dask-jobqueue package: pip install dask-jobqueue"
@@ -79,7 +79,7 @@ def _jobqueue_module():
 
 def _job_class(backend: str):
     _jobqueue_module()
-    mod = importlib.import_module(f"dask_jobqueue.{backend}")
+    mod = import_jobqueue(f"dask_jobqueue.{backend}")
     return getattr(mod, JOBQUEUE_BACKENDS[backend][1])
 
 

@@ -286,11 +286,34 @@ class GatewayOptions(_WaitOptions):
         return self
 
 
+def import_jobqueue(module: str = "dask_jobqueue"):
+    """Import a dask-jobqueue module, keeping this process's Ctrl-C handler.
+
+    ``dask_jobqueue.runner`` (imported by ``import dask_jobqueue``) replaces the SIGINT
+    handler with ``sys.exit()`` at import time: Ctrl-C would then raise ``SystemExit``
+    instead of ``KeyboardInterrupt``, and an interrupted run would not say where its
+    checkpoints are. The handler is put back (only the main thread can set one).
+
+    Raises:
+        ImportError: dask-jobqueue is not installed.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return importlib.import_module(module)
+    finally:
+        if main and handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
+
+
 def _jobqueue_keywords(backend: str) -> set[str]:
     """Keywords dask-jobqueue's cluster and job classes of ``backend`` take (empty without it)."""
     try:
-        mod = importlib.import_module(f"dask_jobqueue.{backend}")
-        core = importlib.import_module("dask_jobqueue.core")
+        mod = import_jobqueue(f"dask_jobqueue.{backend}")
+        core = import_jobqueue("dask_jobqueue.core")
     except ImportError:  # checked when the cluster starts (ClusterError naming the package)
         return set()
     names: set[str] = set()

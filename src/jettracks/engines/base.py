@@ -488,13 +488,13 @@ class Progress:
 class Engine(abc.ABC):
     """An execution engine: runs every chunk of a fileset through :func:`run_chunk`.
 
-    Subclasses set :attr:`name` and implement :meth:`run`.
+    Subclasses set :attr:`name` and implement :meth:`process_chunks`; :meth:`run` plans
+    the chunks, sums the outputs per dataset and keeps one record per chunk for both.
     """
 
     #: The name in ``executor.engine`` and :data:`ENGINES`.
     name: str = ""
 
-    @abc.abstractmethod
     def run(
         self,
         fileset: Mapping[str, Mapping[str, Any]],
@@ -530,6 +530,60 @@ class Engine(abc.ABC):
         Returns:
             :class:`EngineResult` with one record per planned chunk.
         """
+        specs = plan_chunks(fileset, meta, chunksize)
+        if not specs:
+            return EngineResult({}, [], self.name)
+        records: dict[int, ChunkRecord] = {}
+        totals = Totals(s.dataset for s in specs)
+        with Progress(progress, len(specs), "Processing") as bar:
+
+            def done(i: int, output: Any, record: ChunkRecord) -> None:
+                records[i] = record
+                totals.add(specs[i].dataset, output)
+                bar.advance()
+
+            self.process_chunks(
+                specs, processor, reader=reader_for(branches, xrootd_timeout), checkpointer=checkpointer,
+                retries=retries, client=client, done=done,
+            )
+        return EngineResult(totals.result(processor), [records[i] for i in range(len(specs))], self.name)
+
+    @abc.abstractmethod
+    def process_chunks(
+        self,
+        specs: list[ChunkSpec],
+        processor: Any,
+        *,
+        reader: ReadEvents,
+        checkpointer: Any,
+        retries: int,
+        client: Any,
+        done: Callable[[int, Any, ChunkRecord], None],
+    ) -> None:
+        """Run every chunk through :func:`run_chunk`; call ``done(i, output, record)`` once per
+        chunk (``i``: its index in ``specs``) as it finishes, in any order."""
+
+
+def gather(client: Any, futures: list[Any], specs: list[ChunkSpec],
+           done: Callable[[int, Any, ChunkRecord], None], unpack: Callable[[Any], tuple[Any, ChunkRecord]]) -> None:
+    """Collect one future per chunk as they complete (``unpack(result) -> (output, record)``),
+    releasing each; a task that died (``KilledWorker``, ...) is a failed record; an
+    interrupt cancels what is left, so no task keeps running."""
+    from distributed import as_completed
+
+    index = {f.key: i for i, f in enumerate(futures)}
+    try:
+        for future in as_completed(futures):
+            i = index[future.key]
+            try:
+                out, record = unpack(future.result())
+            except Exception as err:  # noqa: BLE001 - the task itself died
+                out, record = None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)
+            future.release()  # summed by ``done``: the cluster need not keep it
+            done(i, out, record)
+    except BaseException:
+        client.cancel(futures)
+        raise
 
 
 #: Engine name -> ``"module:Class"`` (imported on first use: the engine modules import this one).

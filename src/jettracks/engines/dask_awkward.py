@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import uuid as uuidlib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import awkward as ak
 import cloudpickle
 
-from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, Totals
-from .base import plan_chunks, reader_for, run_chunk
+from .base import ChunkRecord, ChunkSpec, Engine, gather, run_chunk
 
 __all__ = ["DaskAwkwardEngine", "DaskAwkwardEngineError", "smoke_test"]
 
@@ -127,38 +126,16 @@ class DaskAwkwardEngine(Engine):
 
     name = "dask-awkward"
 
-    def run(
-        self,
-        fileset: Mapping[str, Mapping[str, Any]],
-        meta: Mapping[tuple[str, str], Mapping[str, Any]],
-        processor: Any,
-        *,
-        client: Any = None,
-        chunksize: int,
-        retries: int = 0,
-        branches: Any = None,
-        checkpointer: Any = None,
-        progress: bool = False,
-        xrootd_timeout: float | None = None,
-    ) -> EngineResult:
-        specs = plan_chunks(fileset, meta, chunksize)
-        if not specs:
-            return EngineResult({}, [], self.name)
+    def process_chunks(self, specs, processor, *, reader, checkpointer, retries, client, done) -> None:
         with _quiet_sync(client):
             smoke_test(client if client is not None else "sync")
-        parts = self.graph(specs, processor, reader_for(branches, xrootd_timeout), checkpointer, retries)
-        records: dict[int, ChunkRecord] = {}
-        totals = Totals(s.dataset for s in specs)
-        with Progress(progress, len(specs), "Processing") as bar:
-            if client is None:
-                for i, part in enumerate(parts):
-                    with _quiet_sync(client):
-                        out, records[i] = _unpack(part.compute(scheduler="sync"))
-                    totals.add(specs[i].dataset, out)
-                    bar.advance()
-            else:
-                _gather(client, parts, specs, records, totals, bar)
-        return EngineResult(totals.result(processor), [records[i] for i in range(len(specs))], self.name)
+        parts = self.graph(specs, processor, reader, checkpointer, retries)
+        if client is None:  # one partition at a time, in this process
+            for i, part in enumerate(parts):
+                with _quiet_sync(client):
+                    done(i, *_unpack(part.compute(scheduler="sync")))
+            return
+        gather(client, client.compute(parts), specs, done, unpack=_unpack)
 
     @staticmethod
     def graph(specs: list[ChunkSpec], processor: Any, read_events: Any, checkpointer: Any,
@@ -190,27 +167,3 @@ def _quiet_sync(client: Any) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Running on a single-machine scheduler", category=UserWarning)
         yield
-
-
-def _gather(client: Any, parts: list[Any], specs: list[ChunkSpec], records: dict[int, ChunkRecord],
-            totals: Totals, bar: Progress) -> None:
-    """Compute the partitions on the cluster, summing outputs as they arrive (futures released)."""
-    from distributed import as_completed
-
-    from ..failures import error_line
-
-    futures = client.compute(parts)
-    index = {f.key: i for i, f in enumerate(futures)}
-    try:
-        for future in as_completed(futures):
-            i = index[future.key]
-            try:
-                out, records[i] = _unpack(future.result())
-            except Exception as err:  # noqa: BLE001 - the task itself died (KilledWorker, ...)
-                out, records[i] = None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)
-            future.release()
-            totals.add(specs[i].dataset, out)
-            bar.advance()
-    except BaseException:
-        client.cancel(futures)  # an interrupted run leaves no task running
-        raise

@@ -15,13 +15,11 @@ Only public coffea API is used (``NanoEventsFactory``, ``processor.accumulate``)
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Mapping
 from typing import Any
 
 import cloudpickle
 
-from .base import ChunkRecord, ChunkSpec, Engine, EngineResult, Progress, Totals
-from .base import plan_chunks, reader_for, run_chunk
+from .base import ChunkSpec, Engine, gather, run_chunk
 
 __all__ = ["RunnerEngine"]
 
@@ -39,38 +37,11 @@ class RunnerEngine(Engine):
 
     name = "runner"
 
-    def run(
-        self,
-        fileset: Mapping[str, Mapping[str, Any]],
-        meta: Mapping[tuple[str, str], Mapping[str, Any]],
-        processor: Any,
-        *,
-        client: Any = None,
-        chunksize: int,
-        retries: int = 0,
-        branches: Any = None,
-        checkpointer: Any = None,
-        progress: bool = False,
-        xrootd_timeout: float | None = None,
-    ) -> EngineResult:
-        specs = plan_chunks(fileset, meta, chunksize)
-        reader = reader_for(branches, xrootd_timeout)
-        records: dict[int, ChunkRecord] = {}
-        totals = Totals(s.dataset for s in specs)
-        with Progress(progress, len(specs), "Processing") as bar:
-            if client is None:
-                for i, spec in enumerate(specs):
-                    out, records[i] = run_chunk(processor, spec, reader, checkpointer, retries)
-                    totals.add(spec.dataset, out)
-                    bar.advance()
-            elif specs:
-                self._distributed(client, specs, processor, reader, checkpointer, retries, records, totals, bar)
-        return EngineResult(totals.result(processor), [records[i] for i in range(len(specs))], self.name)
-
-    @staticmethod
-    def _distributed(client, specs, processor, reader, checkpointer, retries, records, totals, bar) -> None:
-        from distributed import as_completed
-
+    def process_chunks(self, specs, processor, *, reader, checkpointer, retries, client, done) -> None:
+        if client is None:  # in this process, chunk by chunk: the serial reference
+            for i, spec in enumerate(specs):
+                done(i, *run_chunk(processor, spec, reader, checkpointer, retries))
+            return
         # Cloudpickled here, as coffea's executors do: a processor whose package is registered
         # by value (cluster.ship_processors) then reaches workers that lack the package, which
         # distributed's own pickling (by reference inside a task) would not do. Sent with each
@@ -84,19 +55,4 @@ class RunnerEngine(Engine):
             )
             for i, spec in enumerate(specs)
         ]
-        index = {f.key: i for i, f in enumerate(futures)}
-        try:
-            for future in as_completed(futures):
-                i = index[future.key]
-                try:
-                    out, records[i] = future.result()
-                except Exception as err:  # noqa: BLE001 - the task itself died (KilledWorker, ...)
-                    from ..failures import error_line
-
-                    out, records[i] = None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)
-                future.release()  # the output is summed below: the cluster need not keep it
-                totals.add(specs[i].dataset, out)
-                bar.advance()
-        except BaseException:
-            client.cancel(futures)  # an interrupted run leaves no task running
-            raise
+        gather(client, futures, specs, done, unpack=lambda result: result)

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from jettracks.io import files as files_mod
 from jettracks.config import load_config, parse_config
 from jettracks.execution import RunError, resolve_files, run_config
+from jettracks.io import files as files_mod
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIGS = PROJECT / "configs"

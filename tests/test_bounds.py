@@ -7,7 +7,14 @@ import copy
 import pytest
 
 from jettracks import cluster
-from jettracks.config import MAX_RETRIES, MAX_WORKERS, ConfigError, apply_overrides, is_scheduler_address, parse_config
+from jettracks.config import (
+    MAX_RETRIES,
+    MAX_WORKERS,
+    ConfigError,
+    apply_overrides,
+    is_scheduler_address,
+    parse_config,
+)
 
 BASE = {
     "datasets": {"qcd": {"files": ["data/*.root"], "format": "pfnano"}},

@@ -6,29 +6,14 @@ from pathlib import Path
 
 import pytest
 import uproot
+from jettracks_testing.samples import write_pfnano_like
 
 from jettracks.execution import RunError, run_config
 from processors.jet_tracks import JetTrackProcessor
 
-PF_BRANCHES = [
-    "run", "luminosityBlock", "event", "Jet_pt", "Jet_eta", "Jet_phi", "Jet_mass",
-    "Jet_hadronFlavour", "Jet_partonFlavour", "PFCands_pt", "PFCands_eta", "PFCands_phi",
-    "PFCands_charge", "PFCands_d0", "PFCands_d0Err", "PFCands_dz",
-]
-
 
 def _without_branch(path: Path, source: Path, drop: str) -> Path:
-    import awkward as ak
-
-    arrs = uproot.open(source)["Events"].arrays(PF_BRANCHES)
-    jet = {k[4:]: arrs[k] for k in arrs.fields if k.startswith("Jet_")}
-    pf = {k[8:]: arrs[k] for k in arrs.fields if k.startswith("PFCands_") and k != drop}
-    data = {"run": arrs["run"], "luminosityBlock": arrs["luminosityBlock"], "event": arrs["event"],
-            "Jet": ak.zip(jet), "PFCands": ak.zip(pf)}
-    with uproot.recreate(path) as f:
-        f.mktree("Events", {k: v.type for k, v in data.items()}, counter_name=lambda n: "n" + n)
-        f["Events"].extend(data)
-    return path
+    return write_pfnano_like(path, source, drop=(drop,))
 
 
 def _corrupt_basket(path: Path, source: Path) -> Path:
@@ -96,18 +81,12 @@ class _FailsOnSecondFile(JetTrackProcessor):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_processing_error_names_the_chunk(engine, good, tmp_path):
     # A second file with other event numbers: the processor fails on it only.
-    import awkward as ak
+    import uproot as _uproot
 
-    arrs = uproot.open(good)["Events"].arrays(PF_BRANCHES)
-    other = tmp_path / "other.root"
-    data = {"run": arrs["run"], "luminosityBlock": arrs["luminosityBlock"], "event": arrs["event"] + 1000,
-            "Jet": ak.zip({k[4:]: arrs[k] for k in arrs.fields if k.startswith("Jet_")}),
-            "PFCands": ak.zip({k[8:]: arrs[k] for k in arrs.fields if k.startswith("PFCands_")})}
-    with uproot.recreate(other) as f:
-        f.mktree("Events", {k: v.type for k, v in data.items()}, counter_name=lambda n: "n" + n)
-        f["Events"].extend(data)
+    first_event = int(_uproot.open(good)["Events"]["event"].array(entry_stop=1)[0])
+    other = write_pfnano_like(tmp_path / "other.root", good, event_offset=1000)
     processor = {"class": "test_engine_errors:_FailsOnSecondFile",
-                 "options": {"bad_first_event": int(arrs["event"][0]) + 1000}}
+                 "options": {"bad_first_event": first_event + 1000}}
     with pytest.raises(RunError) as err:
         run_config(_cfg([good, other], tmp_path / "out", engine, processor), progress=False)
     msg = str(err.value)

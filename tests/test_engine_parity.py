@@ -22,11 +22,18 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import pytest
-import uproot
+from jettracks_testing import samples
 from jettracks_testing.data import absent_reason, cms_data_dir
 
+from jettracks.engines import (
+    ENGINES,
+    ChunkSpec,
+    chunk_steps,
+    get_engine,
+    plan_chunks,
+    run_engine,
+)
 from jettracks.io.checkpoints import RunCheckpointer
-from jettracks.engines import ENGINES, ChunkSpec, chunk_steps, get_engine, plan_chunks, run_engine
 from jettracks.metadata import file_metadata
 from processors.jet_tracks import JetTrackProcessor
 
@@ -37,27 +44,13 @@ RETRIES = 1
 ENGINE_NAMES = sorted(ENGINES)
 FAULTS = ["none", "missing", "truncated", "garbage", "zero_entries", "missing_branch"]
 
-PF_BRANCHES = [
-    "run", "luminosityBlock", "event", "Jet_pt", "Jet_eta", "Jet_phi", "Jet_mass",
-    "Jet_hadronFlavour", "Jet_partonFlavour", "PFCands_pt", "PFCands_eta", "PFCands_phi",
-    "PFCands_charge", "PFCands_d0", "PFCands_d0Err", "PFCands_dz",
-]
-
 pytestmark = pytest.mark.skipif(PFNANO is None, reason=absent_reason())
 
 
 # -- input -----------------------------------------------------------------------------------
 def write_pfnano_like(path: Path, *, entry_stop=None, drop=()) -> Path:
-    """A PFNano-layout tree with the reader's branches (some dropped on request); a new file UUID."""
-    arrs = uproot.open(PFNANO)["Events"].arrays(PF_BRANCHES, entry_stop=entry_stop)
-    jet = {k[4:]: arrs[k] for k in arrs.fields if k.startswith("Jet_") and k not in drop}
-    pf = {k[8:]: arrs[k] for k in arrs.fields if k.startswith("PFCands_") and k not in drop}
-    data = {"run": arrs["run"], "luminosityBlock": arrs["luminosityBlock"], "event": arrs["event"],
-            "Jet": ak.zip(jet), "PFCands": ak.zip(pf)}
-    with uproot.recreate(path) as f:
-        f.mktree("Events", {k: v.type for k, v in data.items()}, counter_name=lambda n: "n" + n)
-        f["Events"].extend(data)
-    return path
+    """A PFNano-layout file from the real one (some branches dropped on request); a new file UUID."""
+    return samples.write_pfnano_like(path, PFNANO, entry_stop=entry_stop, drop=drop)
 
 
 def _meta_of(path: Path) -> dict:

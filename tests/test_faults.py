@@ -14,45 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import awkward as ak
 import numpy as np
 import pytest
-import uproot
 import yaml
+from jettracks_testing.samples import copy_with_new_uuid, write_pfnano_like
 
 from jettracks.execution import RunError, run_config
 
 pytestmark = pytest.mark.slow
-
-PF_BRANCHES = [
-    "run", "luminosityBlock", "event", "Jet_pt", "Jet_eta", "Jet_phi", "Jet_mass",
-    "Jet_hadronFlavour", "Jet_partonFlavour", "PFCands_pt", "PFCands_eta", "PFCands_phi",
-    "PFCands_charge", "PFCands_d0", "PFCands_d0Err", "PFCands_dz",
-]
-
-
-def write_pfnano_like(path: Path, source: Path, *, entry_stop=None, drop=()):
-    """A PFNano-layout TTree with the reader's branches (optionally some dropped)."""
-    arrs = uproot.open(source)["Events"].arrays(PF_BRANCHES, entry_stop=entry_stop)
-    jet = {k[4:]: arrs[k] for k in arrs.fields if k.startswith("Jet_") and k not in drop}
-    pf = {k[8:]: arrs[k] for k in arrs.fields if k.startswith("PFCands_") and k not in drop}
-    data = {"run": arrs["run"], "luminosityBlock": arrs["luminosityBlock"], "event": arrs["event"],
-            "Jet": ak.zip(jet), "PFCands": ak.zip(pf)}
-    with uproot.recreate(path) as f:
-        f.mktree("Events", {k: v.type for k, v in data.items()}, counter_name=lambda n: "n" + n)
-        f["Events"].extend(data)
-    return path
-
-
-def copy_with_new_uuid(src: Path, dst: Path) -> Path:
-    """A byte copy of a ROOT file under a fresh file UUID (a plain copy is the same file:
-    a run processes files of one UUID once)."""
-    import uuid
-
-    old = uproot.open(src).file.fUUID
-    dst.write_bytes(src.read_bytes().replace(bytes(old), uuid.uuid4().bytes))
-    return dst
-
 
 @pytest.fixture
 def good_files(cms_dir, tmp_path):

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jettracks.io import files as files_mod
 from jettracks.execution import run_config
+from jettracks.io import files as files_mod
 
 pytestmark = pytest.mark.service
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from collections import Counter
 import sys
+from collections import Counter
 from pathlib import Path
 
 import awkward as ak
@@ -30,8 +30,8 @@ import yaml
 from coffea.nanoevents import BaseSchema, NanoEventsFactory
 
 from jettracks import readers
-from jettracks.physics.association import ASSOCIATION_COUNTS, compare_association
 from jettracks.execution import RunError, run_config
+from jettracks.physics.association import ASSOCIATION_COUNTS, compare_association
 from jettracks.readers.detect import find_tree
 from processors.jet_tracks import JetTrackProcessor
 

@@ -28,8 +28,8 @@ import awkward as ak
 import pytest
 from jettracks_testing.plugin import service_unavailable
 
-from jettracks.execution import RunError, run_config
 from jettracks.cluster.shared_output import PROBE_PREFIX, OutputGuard, OutputProbePlugin
+from jettracks.execution import RunError, run_config
 
 PY = sys.executable
 START_TIMEOUT = 60  # s for a scheduler or worker process to come up

@@ -570,3 +570,57 @@ def test_run_chunk_rules():
     # an interrupt is not a chunk failure: it stops the run
     with pytest.raises(KeyboardInterrupt):
         run_chunk(_Scripted(KeyboardInterrupt()), SPEC, _FakeReader(), None, retries=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skip", [True, False], ids=["skip-bad-files", "strict"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_run_reports_agree_per_fault(fault, skip, tmp_path, local_client):
+    """Through run_config: the same exit status and one-line error, the same report.json
+    accounting (files, entries expected / processed / skipped, reasons, cut flow, chunks),
+    and where the run finishes the same histograms and ML rows. Only the engine name and
+    timings may differ."""
+    import json
+
+    from jettracks.execution import RunError, run_config
+
+    fileset, _, _ = make_input(fault, tmp_path / "input")
+
+    def config(engine: str) -> dict:
+        return {
+            "name": "parity",
+            "datasets": {ds: {"files": spec["files"], "format": "pfnano", "metadata": {"is_mc": True}}
+                         for ds, spec in fileset.items()},
+            "executor": {"backend": "local", "engine": engine, "chunksize": CHUNKSIZE, "retries": 1},
+            "output": {"dir": str(tmp_path / engine), "plots": False},
+        }
+
+    outcome = {}
+    for engine in ENGINE_NAMES:
+        try:
+            result, error = run_config(config(engine), client=local_client, progress=False, skip_bad_files=skip), None
+        except RunError as err:
+            result, error = None, str(err)
+        report = json.loads((tmp_path / engine / "report.json").read_text())
+        assert report["engine"] == engine
+        outcome[engine] = (result, error, report)
+    (res_a, err_a, rep_a), (res_b, err_b, rep_b) = (outcome[e] for e in ENGINE_NAMES)
+    assert err_a == err_b
+    assert (err_a is None) == skip  # the never-opened file fails every strict run
+    for key in ("status", "error", "entries", "files", "chunks", "chunks_failed", "chunks_from_checkpoint",
+                "cutflow", "notices", "histograms", "ml_parts", "deduplicated", "formats"):
+        assert rep_a[key] == rep_b[key], key
+    ent = rep_a["entries"]
+    assert ent["processed"] + ent["skipped"] == ent["expected"]
+    if skip:
+        assert rep_a["status"] == "partial"
+        assert list(res_a.hists) == list(res_b.hists)
+        for name, h in res_a.hists.items():
+            assert h.axes == res_b.hists[name].axes, name
+            np.testing.assert_array_equal(h.values(flow=True), res_b.hists[name].values(flow=True), err_msg=name)
+        parts = {e: [str(tmp_path / e / "ml" / n) for n in json.loads(
+            (tmp_path / e / "ml" / "manifest.json").read_text())["part_files"]] for e in ENGINE_NAMES}
+        rows_a, rows_b = (_ml_rows(parts[e]) for e in ENGINE_NAMES)
+        assert rows_a.fields == rows_b.fields and len(rows_a) == rep_a["ml_dataset"]["rows"] > 0
+        for field in rows_a.fields:
+            assert ak.array_equal(rows_a[field], rows_b[field], equal_nan=True), field

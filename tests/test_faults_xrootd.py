@@ -48,8 +48,9 @@ def served_files(xrootd_server):
     files_mod.configure_xrootd_client(connection_retry=1, stream_error_window=0)
 
 
-def _cfg(files: list[str], out: Path, *, processor: str, options: dict, backend: str = "local") -> dict:
-    executor = {"backend": backend, "chunksize": CHUNKSIZE}
+def _cfg(files: list[str], out: Path, *, processor: str, options: dict, backend: str = "local",
+         engine: str = "runner") -> dict:
+    executor = {"backend": backend, "chunksize": CHUNKSIZE, "engine": engine}
     if backend != "serial":
         executor |= {"workers": 2, "retries": 5, "xrootd_timeout": 20}
     return {
@@ -97,7 +98,8 @@ class Outage(threading.Thread):
                 self.done_at_start = self._done()
 
 
-def test_server_restart_mid_run_loses_nothing(served_files, xrootd_server, local_client, tmp_path):
+@pytest.mark.parametrize("engine", ["runner", "dask-awkward"])
+def test_server_restart_mid_run_loses_nothing(engine, served_files, xrootd_server, local_client, tmp_path):
     paths = served_files
     ref = run_config(
         _cfg([str(p) for p in paths], tmp_path / "ref", processor="processors.jet_tracks:JetTrackProcessor",
@@ -113,7 +115,7 @@ def test_server_restart_mid_run_loses_nothing(served_files, xrootd_server, local
     try:
         result = run_config(
             _cfg([xrootd_server.url_for(SUBDIR) + "/pfnano_*.root"], out,
-                 processor="processors.testing:SlowJetTrackProcessor", options={"delay_s": 0.3}),
+                 processor="processors.testing:SlowJetTrackProcessor", options={"delay_s": 0.3}, engine=engine),
             client=local_client, progress=False, skip_bad_files=True,
         )
     finally:

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m runner
+	$(PY) -m runner --overwrite
 
 # Services (XRootD, Slurm, munge) come from Debian; installed only when root and missing.
 services:

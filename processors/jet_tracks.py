@@ -530,7 +530,7 @@ def previous_entry_ids(meta: dict[str, Any]) -> tuple[int, int, int] | None:
     except ImportError:  # pragma: no cover
         AutoSource = None
     options = {"handler": AutoSource} if AutoSource is not None else {}
-    with uproot.open(filename, **options) as f:
+    with uproot.open({filename: None}, **options) as f:  # the dict form: a ":" in a path is not "file:object"
         ids = f[treename].arrays(
             ["run", "lumi", "event"], entry_start=start - 1, entry_stop=start, library="np"
         )

@@ -15,7 +15,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -165,7 +164,6 @@ def test_permanent_errors_are_not_retried(files, tmp_path, backend, kind, attemp
     rep = json.loads((tmp_path / "run" / "report.json").read_text())
     assert rep["status"] == "failed" and rep["error"] == str(err.value)
     assert rep["entries"]["skipped"] == rep["entries"]["expected"] == 120
-    assert np.isfinite(rep["timing"]["total_s"])
 
 
 def test_unreadable_file_is_reported_as_unreadable(files, tmp_path):

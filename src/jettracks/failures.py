@@ -34,14 +34,18 @@ def is_permanent(err: BaseException) -> bool:
     """True when retrying cannot help: a missing tree or branch, not a ROOT file, a missing local file.
 
     Looks through the cause chain (coffea wraps a chunk's exception in a plain ``Exception``).
+    A branch missing from a file shows as uproot's ``KeyInFileError`` when read directly, and
+    as awkward's ``FieldNotFoundError`` when the processor reads virtual NanoEvents.
     """
+    import awkward as ak
     import uproot
 
     from .readers import ReaderError
 
     e, seen = err, 0
     while e is not None and seen < 10:
-        if isinstance(e, (uproot.KeyInFileError, ReaderError, FileNotFoundError, IsADirectoryError)):
+        if isinstance(e, (uproot.KeyInFileError, ak.errors.FieldNotFoundError, ReaderError, FileNotFoundError,
+                          IsADirectoryError)):
             return True
         if isinstance(e, ValueError) and "not a ROOT file" in str(e):
             return True

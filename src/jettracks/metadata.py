@@ -55,7 +55,7 @@ def collect_metadata(fileset, *, client, ex, refresh: bool = False, console=None
     todo = []
     for ds, spec in fileset.items():
         for fname in spec["files"]:
-            hit = cache.get(fname, spec["treename"]) if cache is not None else None
+            hit = cache.get(fname, spec["treename"])
             if hit is not None:
                 meta[(ds, fname)] = hit
             else:
@@ -89,10 +89,8 @@ def collect_metadata(fileset, *, client, ex, refresh: bool = False, console=None
                 bad.append(ChunkFailure(ds, fname, 0, 0, error_line(res), stage="open"))
                 continue
             meta[(ds, fname)] = res
-            if cache is not None:
-                cache.put(fname, tree, res)
-        if cache is not None:
-            _save_cache(cache, console)
+            cache.put(fname, tree, res)
+        _save_cache(cache, console)
     for m in meta.values():
         m["uuid_hex"] = bytes(m["uuid"]).hex() if not isinstance(m["uuid"], str) else m["uuid"]
     _drop_same_uuid(fileset, meta, console, deduplicated)
@@ -142,15 +140,10 @@ def _save_cache(cache, console) -> None:
 
 def _entry_cache(refresh: bool):
     """The persistent entries-per-file cache of :mod:`jettracks.io.files` (``$JETTRACKS_CACHE_DIR``,
-    else ``$XDG_CACHE_HOME/jettracks`` or ``~/.cache/jettracks``), if available."""
-    try:
-        from .io.files import EntryCache
-    except ImportError:
-        return None
-    try:
-        return EntryCache(refresh=refresh)
-    except TypeError:
-        return None
+    else ``$XDG_CACHE_HOME/jettracks`` or ``~/.cache/jettracks``)."""
+    from .io.files import EntryCache
+
+    return EntryCache(refresh=refresh)
 
 
 def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:

@@ -45,7 +45,6 @@ __all__ = [
     "accumulate_into",
     "chunk_steps",
     "get_engine",
-    "permanent",
     "plan_chunks",
     "run_chunk",
     "uuid_text",
@@ -325,7 +324,7 @@ def run_chunk(
        (status ``checkpoint``; :class:`~jettracks.io.checkpoints.RunCheckpointer` already
        refuses damaged ones and those whose ML parts are gone);
     2. otherwise up to ``retries + 1`` attempts of: read (``read_events``), ``process``,
-       ``checkpointer.save``; an error that a retry cannot fix (:func:`permanent`:
+       ``checkpointer.save``; an error that a retry cannot fix (:func:`jettracks.failures.is_permanent`:
        missing file, tree or branch, not a ROOT file) ends the attempts at once.
 
     ``KeyboardInterrupt``/``SystemExit`` are not caught: an interrupted run stops.
@@ -369,25 +368,8 @@ def run_chunk(
                 )
             return out, ChunkRecord(spec, "ok", None, time.perf_counter() - t0, attempts)
         except Exception as err:  # noqa: BLE001 - the chunk's failure is recorded, not raised
-            if attempts > retries or permanent(err):
+            if attempts > retries or is_permanent(err):
                 return None, ChunkRecord(spec, "failed", error_line(err), time.perf_counter() - t0, attempts)
-
-
-def permanent(err: BaseException) -> bool:
-    """True when a retry cannot help: :func:`jettracks.failures.is_permanent`, or a field
-    the processor reads that the chunk's events lack (awkward's ``FieldNotFoundError``: with
-    virtual NanoEvents a branch missing from the file is an absent field, not uproot's
-    ``KeyInFileError``; the file will not grow it on a retry)."""
-    if is_permanent(err):
-        return True
-    import awkward as ak
-
-    e, seen = err, 0
-    while e is not None and seen < 10:
-        if isinstance(e, ak.errors.FieldNotFoundError):
-            return True
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return False
 
 
 def _load_checkpoint(checkpointer: Any, metadata: dict[str, Any], processor: Any) -> Any | None:

@@ -94,10 +94,19 @@ real formats' (PFNano's ``GenPart`` holds the mediator, pdgId 35, and the LLPs,
 pdgId 6000113): label signal by dataset.
 
 Writer, ``pfnano``: ``links`` (True), ``compression`` ("lzma"),
-``compression_level`` (1), ``basket_events`` (2000).
+``compression_level`` (9), ``basket_bytes`` (32000), ``basket_events`` (None).
 Writer, ``jetntuple``: ``compression`` ("zlib"), ``compression_level`` (1),
-``basket_jets`` (5000), ``mc_info`` (True; False writes the producer's -1
-defaults of ``pthat``, ``Pileup_nPU``, ``Pileup_nTrueInt``).
+``basket_bytes`` (32000), ``basket_jets`` (None), ``mc_info`` (True; False
+writes the producer's -1 defaults of ``pthat``, ``Pileup_nPU``, ``Pileup_nTrueInt``).
+
+The files have the basket layout of the real ones (measured on ``pfnano.root``:
+LZMA level 9, each branch its own baskets of ~32 kB uncompressed, i.e. ~4
+events a ``PFCands_*`` basket at ~1,900 candidates an event, one basket for the
+light ``Jet_*`` branches of its 10 events): ROOT's rule, a basket closes when it
+holds ``basket_bytes`` (:func:`jettracks.generate._rootio.write_tree`). Chunks
+of a run then decompress only their own baskets. ``basket_events`` /
+``basket_jets`` give uproot's layout instead (one basket per branch per
+``extend`` call, all branches cut at the same entries).
 ``compression`` is one of ``lzma``, ``zlib``, ``lz4``, ``zstd``, ``none``.
 
 Unknown options raise ``ValueError`` naming them.

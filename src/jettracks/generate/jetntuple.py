@@ -34,8 +34,13 @@ Known difference: the real file books ``PF_mass`` with leaf name ``cPF_mass``;
 uproot names every leaf like its branch, so here the leaf is ``PF_mass`` too.
 Readers select branches by name and see no difference.
 
-Writer options: ``compression`` ("zlib"), ``compression_level`` (1),
-``basket_jets`` (5000 entries per ``extend``), ``mc_info`` (True).
+Writer options: ``compression`` ("zlib"), ``compression_level`` (1): ROOT's
+default for files of that era (the record's files are not on this machine to
+measure); ``basket_bytes`` (32000): ROOT's per-branch basket layout (see
+:func:`~._rootio.write_tree`; ~8,000 jets a ``jetPt`` basket, ~80 a ``PF_pT``
+basket at ~100 candidates a jet); ``basket_jets`` (None): instead, this many
+entries per uproot ``extend`` (one basket per branch each, same boundaries
+for all branches); ``mc_info`` (True).
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ TREE = "AK4jets/jetTree"
 DEFAULTS: dict[str, Any] = {
     "compression": "zlib",
     "compression_level": 1,
-    "basket_jets": 5000,
+    "basket_bytes": _rootio.ROOT_BASKET_BYTES,
+    "basket_jets": None,
     "mc_info": True,
 }
 
@@ -379,16 +385,31 @@ def write(
     *,
     compression: str | None = DEFAULTS["compression"],
     compression_level: int | None = DEFAULTS["compression_level"],
-    basket_jets: int = DEFAULTS["basket_jets"],
+    basket_bytes: int = DEFAULTS["basket_bytes"],
+    basket_jets: int | None = DEFAULTS["basket_jets"],
     mc_info: bool = DEFAULTS["mc_info"],
 ) -> Path:
-    """Write ``events`` to ``path`` (overwritten) in the JetNtuple layout."""
+    """Write ``events`` to ``path`` (overwritten) in the JetNtuple layout (options: module docstring)."""
     path = Path(path)
     comp = _rootio.compression(compression, compression_level)
-    if int(basket_jets) < 1:
+    if basket_jets is not None and int(basket_jets) < 1:
         raise ValueError(f"basket_jets must be >= 1, got {basket_jets!r}")
+    if int(basket_bytes) < 1:
+        raise ValueError(f"basket_bytes must be >= 1, got {basket_bytes!r}")
+    if basket_jets is None:
+        chunks = list(build(events, mc_info=bool(mc_info), basket_jets=1 << 62))
+        capacity = _rootio.basket_count(chunks[0], int(basket_bytes)) if chunks else 2
+    else:
+        chunks = build(events, mc_info=bool(mc_info), basket_jets=int(basket_jets))
+        capacity = -(-len(_select(events)[0]) // int(basket_jets)) + 2
     with uproot.recreate(path, compression=comp) as f:
-        tree = _rootio.make_tree(f, TREE, _empty_types(), title="jetTree", titles=_TITLE)
-        for chunk in build(events, mc_info=bool(mc_info), basket_jets=int(basket_jets)):
-            tree.extend(chunk)
+        tree = _rootio.make_tree(
+            f, TREE, _empty_types(), title="jetTree", titles=_TITLE, basket_capacity=capacity
+        )
+        if basket_jets is None:
+            if chunks:
+                _rootio.write_tree(tree, chunks[0], basket_bytes=int(basket_bytes))
+        else:
+            for chunk in chunks:
+                tree.extend(chunk)
     return path

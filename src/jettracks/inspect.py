@@ -90,6 +90,8 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
         available = trees.get(tree, set()) if tree else set()
         required = reader.required_branches()
         optional = reader.optional_branches()
+        # A reader may accept several spellings of a branch (Delphes: Jet/Jet.PT or Jet.PT).
+        has = getattr(reader, "has_branch", None) or (lambda b, av: b in av)
         rows.append(
             {
                 "name": name,
@@ -98,8 +100,8 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
                 "fits": fits,
                 "required": required,
                 "optional": optional,
-                "available": available,
-                "missing": [b for b in required if b not in available],
+                "available": {b for b in (*required, *optional) if has(b, available)} | set(available),
+                "missing": [b for b in required if not has(b, available)],
             }
         )
         if fits and detected is None:

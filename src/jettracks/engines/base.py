@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ContextManager, Literal
 
 from ..failures import error_line, is_permanent
+from ..io import rntuple as _rntuple
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..failures import ChunkFailure
@@ -288,6 +289,11 @@ class ChunkReader:
         iteritems = {"filter_name": list(self.branches)} if self.branches is not None else {}
         # The dict form keeps a ':' in a path from being read as "file:object".
         with uproot.open({spec.filename: None}, **options) as rootfile:
+            # An RNTuple: its fields under the TTree names the readers use (jettracks.io.rntuple).
+            source = rootfile[spec.treename]
+            is_rntuple = _rntuple.is_rntuple(source)
+            if is_rntuple and self.branches is not None:
+                iteritems = {"filter_name": _rntuple.top_fields(source, self.branches)}
             events = NanoEventsFactory.from_root(
                 rootfile,
                 treepath=spec.treename,
@@ -298,7 +304,7 @@ class ChunkReader:
                 entry_stop=spec.entrystop,
                 iteritems_options=iteritems,
             ).events()
-            yield events
+            yield _rntuple.field_view(events) if is_rntuple else events
 
 
 def _default_uproot_options() -> dict[str, Any]:

@@ -13,6 +13,8 @@ Registered formats, in detection order (most specific first):
     event-level jets + tracks ntuples (``evtTree``: ``Jet_*``, ``Trk_*``); names configurable.
 ``treemaker``
     TreeMaker ``PreSelection`` (``Jets`` LorentzVectors, ``Tracks`` with ``dxyPV0``).
+``delphes``
+    Delphes 3 output, tree ``Delphes`` (``Jet/Jet.PT``, ``Track/Track.D0`` in mm -> cm).
 ``jetntuple``
     CMS open data record 12100 ``AK4jets/jetTree``, one jet per entry, no dxy.
 ``nanoaod``
@@ -26,6 +28,7 @@ from typing import Any
 
 from . import detect as _detect_module  # noqa: F401  (loaded first: see below)
 from .base import EventBatch, Reader, ReaderError
+from .delphes import DelphesReader
 from .jetntuple import JetNtupleReader
 from .jettrack_events import JetTrackEventsReader
 from .nanoaod import NanoAODReader
@@ -55,7 +58,7 @@ def register(cls: type[Reader]) -> type[Reader]:
 
 
 # Detection order: most specific first (pfnano before nanoaod: both have Events + Jet_*).
-for _cls in (PFNanoReader, JetTrackEventsReader, TreeMakerReader, JetNtupleReader, NanoAODReader):
+for _cls in (PFNanoReader, JetTrackEventsReader, TreeMakerReader, DelphesReader, JetNtupleReader, NanoAODReader):
     register(_cls)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..io.rntuple import RNTUPLE_CLASSES, branch_names
 from .base import ReaderError
 
 __all__ = ["Detection", "detect_details", "detect_format", "find_tree", "list_trees", "open_file"]
@@ -43,6 +44,9 @@ class Detection:
 def list_trees(file: Any, *, max_depth: int = 2) -> dict[str, set[str]]:
     """Map tree path -> set of branch names (recursive, all keys) for an open uproot file.
 
+    RNTuples count as trees: their names are :func:`jettracks.io.rntuple.branch_names`
+    (every field, and each collection member under its TTree spellings).
+
     Several cycles of one tree (``jetTree;14``, ``jetTree;25``) appear once; uproot
     reads the highest.
     """
@@ -50,6 +54,9 @@ def list_trees(file: Any, *, max_depth: int = 2) -> dict[str, set[str]]:
     for key, cls in file.classnames(recursive=True, cycle=False).items():
         if cls in ("TTree", "TNtuple") and key.count("/") <= max_depth and key not in out:
             out[key] = set(file[key].keys(recursive=True))
+        elif cls in RNTUPLE_CLASSES and key.count("/") <= max_depth and key not in out:
+            # An RNTuple: its fields plus their TTree spellings (Jet.pt -> Jet_pt, nJet, ...).
+            out[key] = branch_names(file[key])
     return out
 
 

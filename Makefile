@@ -30,3 +30,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf outputs data/demo .pytest_cache
+
+# Benchmark peers (issue 11): ROOT from PyPI in its own venv (never a project dependency),
+# then the peers section (RDataFrame, idiomatic coffea, jettracks, I/O floor).
+ROOT_VENV ?= .venv-root
+.PHONY: bench-root bench-peers
+bench-root:
+	test -x $(ROOT_VENV)/bin/python || $(PYTHON) -m venv $(ROOT_VENV)
+	echo '*' > $(ROOT_VENV)/.gitignore
+	$(ROOT_VENV)/bin/python -c "import ROOT" 2>/dev/null || $(ROOT_VENV)/bin/python -m pip install -q root numpy
+
+bench-peers: $(STAMP) bench-root
+	$(PY) scripts/benchmark.py --only peers --peers-root-venv $(ROOT_VENV)

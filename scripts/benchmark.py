@@ -62,6 +62,80 @@ rather than pages touched (the kernel's output arrays may be allocated up to
 twice the output and are touched only as far as they are filled), and it would
 miss any allocation made outside Python's allocators. The RSS figures are the
 primary ones.
+
+Section ``peers`` (issue 11; code in ``scripts/_peers.py`` and ``scripts/peers_rdf.py``):
+jettracks end to end against what a user would pick instead, side by side in one
+run on the same realistic files, with the same cuts (jet pT > 30 GeV, |η| < 2.5;
+charged PF candidates, pT >= 1 GeV, strict ΔR < 0.5 to the jet, every jet whose cone
+holds the track; valid d0: ``d0Err > 0``) and the same chunk size (``--peers-chunksize``,
+default 100,000 entries, jettracks' default: one chunk a file here)::
+
+    python scripts/benchmark.py --only peers                      # the issue's size
+    python scripts/benchmark.py --only peers --peers-events 200   # quick run
+    make bench-peers                                              # bench-root, then the section
+
+* Files: ``--peers-files`` (2) PFNano files x ``--peers-events`` (1,500) events with
+  ~1,900 PF candidates an event (``pileup_candidates=1900``), made by
+  ``jettracks.generate`` in the real layout: LZMA level 9 and ROOT's per-branch
+  32 kB baskets (~4 events a ``PFCands_*`` basket, as the real ``pfnano.root``),
+  via the generator's writer options where it has them (``basket_bytes``), else
+  (or with ``--peers-layout root``) by rewriting the generated files with ROOT
+  (``RDataFrame.Snapshot``, LZMA-9, ROOT's default baskets). The same events as
+  JetNtuple files (``format=jetntuple``, ZLIB-1, same baskets), plus one smaller
+  warm-up file of each format (other seed). Kept under ``--peers-data``
+  (default ``data/bench/peers``) and reused. ``peers_layout*`` say which layout was used.
+* ``rdf``: ROOT RDataFrame (``pip install root`` into ``--peers-root-venv``,
+  default ``.venv-root``, created on demand or by ``make bench-root``; never a
+  project dependency; ``peers_rdf_available: false`` and
+  ``peers_rdf_unavailable_reason`` when it cannot be had). The ΔR loop and the
+  booking of the graph are C++ (``ROOT.gInterpreter.Declare``), one dxy
+  histogram (200 bins, -0.1..0.1 cm). ``peers_rdf_1thread_*`` without and
+  ``peers_rdf_2threads_*`` with ``ROOT.EnableImplicitMT(2)``. **JIT excluded**: the
+  process runs the event loop twice, first on the warm-up file (cling compiles the
+  declared code and RDF's templates, libraries load: ``peers_rdf_warmup_s``),
+  then, timed, on the timed files, which that process has not read: RDF keeps
+  the last basket of each branch, so a second loop over the same files would skip
+  decompression.
+* ``coffea_idiomatic``: a processor a coffea user would write (NanoEvents
+  ``BaseSchema``, ``ak.zip`` jets and candidates, ``ak.cartesian(nested=True)``
+  ΔR in float32, one ``hist.Hist``), coffea's ``Runner`` + ``IterativeExecutor``
+  in one process.
+* ``jettracks_serial`` / ``jettracks_2workers``: ``jettracks.run(config)`` with
+  ``processors.jet_tracks:JetTrackProcessor`` and all its default outputs
+  (histograms, per-jet ML Parquet parts, checkpoints, report) except plots;
+  serial backend, and on a 2-worker LocalCluster (1 thread each) started before
+  the clock (its start-up: ``peers_jettracks_2workers_startup_s``). Each run gets an
+  empty entries cache (``JETTRACKS_CACHE_DIR``) and output directory; numba's
+  on-disk cache is primed once beforehand by an untimed run on the warm-up files
+  (a user's second run), so loading it is timed, compiling is not.
+* ``io_floor``: uproot reading only the branches the selection needs (run,
+  luminosityBlock, event, Jet_pt/eta/phi, PFCands_pt/eta/phi/charge/d0/d0Err) with
+  jettracks' chunking, no processing.
+* ``jetntuple_*``: jettracks (serial) and RDataFrame (1 thread; cone cut on the
+  stored ``PF_dR``, tracks ``|PF_id|`` in 11/13/211, a ΔR histogram) on the
+  JetNtuple files; ``peers_jetntuple_*_jets_per_s``.
+
+Every measurement runs in a fresh subprocess (``--peers-repeats`` interleaved
+runs, best wall time kept, default 1). Timed: from after the imports to the result
+(``*_process_wall_s``: the whole process, imports and interpreter start included).
+``*_s`` wall seconds, ``*_cpu_s`` user+system CPU seconds of the process, its
+threads and its child processes (Dask workers and nannies included),
+``*_cpu_ms_per_event``, ``*_peak_rss_mb`` the process's ``ru_maxrss`` (MiB; for
+``jettracks_2workers`` the largest worker's ``VmHWM``, the client's in
+``..._client_peak_rss_mb``; ROOT alone is ~600 MiB). Ratios (targets):
+``peers_rdf_ratio_1core = jettracks_serial_s / rdf_1thread_s`` (<= 1.0),
+``peers_rdf_ratio_2core = jettracks_2workers_s / rdf_2threads_s`` (<= 1.0),
+``peers_coffea_ratio = jettracks_serial_s / coffea_idiomatic_s`` (<= 0.8),
+``peers_coffea_rss_ratio`` (peak RSS, same; <= 0.6), ``peers_e2e_ratio =
+jettracks_serial_s / io_floor_s`` (<= 1.15), ``peers_jetntuple_rdf_ratio`` (jettracks
+serial / RDF 1 thread on the JetNtuple files, <= 0.5); ``*_cpu_ratio*`` the same from
+CPU seconds. Cross-checks abort the section, with the numbers: RDF's count of valid
+tracks (histogram fills, flow included) equals jettracks' cut-flow
+``tracks_valid_dxy`` and the coffea histogram's count (1 and 2 threads alike); the
+JetNtuple RDF count equals jettracks' ``tracks_in_cone``; serial and 2-worker cut
+flows agree. ``peers_load_average_1min_start``/``_end`` and ``*_load_before``: the
+machine's load (final figures belong to a quiet machine). ``--peers-profile``
+prints a cProfile of one more jettracks serial run to stderr.
 """
 
 from __future__ import annotations
@@ -523,6 +597,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_pipeline import SECTIONS as _PIPELINE_SECTIONS  # noqa: E402
 
 SECTIONS.update(_PIPELINE_SECTIONS)
+# Section peers (issue 11): jettracks against RDataFrame, an idiomatic coffea processor
+# and the uproot I/O floor, on realistic files (scripts/_peers.py, scripts/peers_rdf.py).
+from _peers import add_arguments as _peers_arguments  # noqa: E402
+from _peers import section_peers  # noqa: E402
+
+SECTIONS["peers"] = section_peers
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -540,6 +620,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timing repeats (best of; awkward at most 3)")
     p.add_argument("--cone-dr", type=float, default=CONE_DR)
     p.add_argument("--seed", type=int, default=20261125)
+    _peers_arguments(p)
     p.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     p.add_argument("--_memory-how", dest="memory_how", default="rss", help=argparse.SUPPRESS)
     p.add_argument("--_data", dest="data_dir", help=argparse.SUPPRESS)

@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser(
         "generate", help="generate a synthetic sample", description="Generate synthetic CMS-format files."
     )
-    gen.add_argument("--format", required=True, help="pfnano or jetntuple")
+    gen.add_argument("--format", required=True, help="pfnano, jetntuple or delphes")
+    gen.add_argument("--container", default="ttree", choices=("ttree", "rntuple"),
+                     help="ROOT container of the files: ttree (default, as the real files) or rntuple")
     gen.add_argument("--files", type=_positive_int, default=4, help="number of files (default 4)")
     gen.add_argument("--events-per-file", type=int, default=1000, help="events per file (default 1000)")
     gen.add_argument("--seed", type=int, default=1, help="base random seed (default 1)")
@@ -195,6 +197,7 @@ def _cmd_generate(args) -> int:
             process=args.process,
             prefix=args.prefix,
             overwrite=args.overwrite,
+            container=args.container,
         )
     except ValueError as err:
         print(f"generate error: {err}", file=sys.stderr)

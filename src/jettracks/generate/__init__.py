@@ -14,7 +14,7 @@ prompt and b/c-decay tracks with impact parameters) for two processes
     pair: jets whose tracks have impact parameters from the decay geometry,
     plus ISR jets and the same pile-up / underlying event as ``qcd``.
 
-both written in two layouts:
+written in three layouts:
 
 ``pfnano``
     NanoAOD + PF candidates, tree ``Events`` (one entry per event), LZMA, with
@@ -23,8 +23,16 @@ both written in two layouts:
 ``jetntuple``
     CMS open data record 12100, tree ``AK4jets/jetTree`` (one entry per jet,
     66 branches, no impact parameters), ZLIB (:mod:`jettracks.generate.jetntuple`).
+``delphes``
+    Delphes 3, tree ``Delphes`` (one entry per event): ``Jet.*`` and ``Track.*`` with
+    ``D0``/``ErrorD0``/``DZ``/``ErrorDZ`` in **mm** and Delphes' ``D0`` sign, counters
+    ``Jet_size``/``Track_size``, Delphes' jet flavours (:mod:`jettracks.generate.delphes`).
 
-For a given ``(seed, file_index, options)`` both formats hold the same events
+each in either container (``container=``, ``--container``): ``ttree`` (default, as the
+real files) or ``rntuple`` (the same content as a ROOT RNTuple, collections as
+vectors of records: :mod:`jettracks.generate.container`).
+
+For a given ``(seed, file_index, options)`` every format holds the same events
 (the JetNtuple keeps the jets with pT > 30 GeV, |η| < 2.5 of events whose two
 leading jets pass), and the arrays are identical run after run.
 
@@ -126,7 +134,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import jetntuple, pfnano, sidecar
+from . import delphes, jetntuple, pfnano, sidecar
+from .container import CONTAINERS, check_container, write_rntuple
 from ..io.atomic import atomic_path
 from .model import (
     PROCESSES,
@@ -139,6 +148,7 @@ from .model import (
 from .sidecar import GenerateError
 
 __all__ = [
+    "CONTAINERS",
     "FORMATS",
     "PROCESSES",
     "Events",
@@ -153,9 +163,9 @@ __all__ = [
 ]
 
 #: Output formats.
-FORMATS: tuple[str, ...] = ("pfnano", "jetntuple")
+FORMATS: tuple[str, ...] = ("pfnano", "jetntuple", "delphes")
 
-_WRITERS = {"pfnano": pfnano, "jetntuple": jetntuple}
+_WRITERS = {"pfnano": pfnano, "jetntuple": jetntuple, "delphes": delphes}
 
 
 def _check_format(format: str) -> None:
@@ -205,9 +215,13 @@ def generate_file(
     seed: int,
     file_index: int = 0,
     process: str = "qcd",
+    container: str = "ttree",
     **options: Any,
 ) -> Path:
     """Generate one file of ``n_events`` events in ``format`` at ``path``.
+
+    ``container``: ``ttree`` (default, the real files' layout) or ``rntuple``
+    (:mod:`jettracks.generate.container`: the same content as a ROOT RNTuple).
 
     The random stream is ``SeedSequence(seed, spawn_key=(file_index,))``: the
     same ``(seed, file_index, options)`` give identical arrays, in either
@@ -221,6 +235,7 @@ def generate_file(
     """
     _check_format(format)
     _check_process(process)
+    check_container(container)
     n_events = _check_count("n_events", n_events)
     seed = _check_count("seed", seed)
     file_index = _check_count("file_index", file_index)
@@ -233,19 +248,22 @@ def generate_file(
         n_events, make_rng(seed, file_index), process=process, file_index=file_index, **model_opts
     )
     with atomic_path(path) as tmp:
-        _WRITERS[format].write(tmp, events, **writer_opts)
+        if container == "rntuple":
+            write_rntuple(tmp, format, _WRITERS[format].TREE, events, **writer_opts)
+        else:
+            _WRITERS[format].write(tmp, events, **writer_opts)
     return path
 
 
 def _generate_task(
     path: str, format: str, n_events: int, seed: int, file_index: int, process: str,
-    options: dict[str, Any],
+    options: dict[str, Any], container: str = "ttree",
 ) -> str:
     """One file of a dataset (a Dask task: plain, picklable arguments)."""
     return str(
         generate_file(
             path, format=format, n_events=n_events, seed=seed, file_index=file_index,
-            process=process, **options,
+            process=process, container=container, **options,
         )
     )
 
@@ -264,7 +282,8 @@ class GeneratedFiles(list):
 
 
 def _record_params(
-    format: str, process: str, n_files: int, events_per_file: int, seed: int, options: dict[str, Any]
+    format: str, process: str, n_files: int, events_per_file: int, seed: int, options: dict[str, Any],
+    container: str = "ttree",
 ) -> dict[str, Any]:
     """The parameters that decide a dataset's content, defaults resolved, JSON-normalised."""
     import dataclasses
@@ -283,11 +302,13 @@ def _record_params(
         "seed": seed,
         "options": resolved,
     }
+    if container != "ttree":  # recorded only when not the default: older records stay valid
+        params["container"] = container
     return json.loads(json.dumps(params, sort_keys=True, default=str))
 
 
 def _same_as_regenerated(path: Path, *, format: str, n_events: int, seed: int, file_index: int,
-                         process: str, options: dict[str, Any]) -> bool:
+                         process: str, options: dict[str, Any], container: str = "ttree") -> bool:
     """Whether ``path`` holds the arrays ``generate_file`` makes with these arguments."""
     import tempfile
 
@@ -297,10 +318,13 @@ def _same_as_regenerated(path: Path, *, format: str, n_events: int, seed: int, f
     tree = _WRITERS[format].TREE
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".check-") as tmp:
         ref = generate_file(Path(tmp) / path.name, format=format, n_events=n_events, seed=seed,
-                            file_index=file_index, process=process, **options)
+                            file_index=file_index, process=process, container=container, **options)
         try:
             with uproot.open(path) as f, uproot.open(ref) as g:
                 a, b = f[tree], g[tree]
+                if container == "rntuple":
+                    return a.num_entries == b.num_entries and ak.array_equal(
+                        a.arrays(), b.arrays(), equal_nan=True)
                 names = b.keys()
                 if a.num_entries != b.num_entries or set(a.keys()) != set(names):
                     return False
@@ -322,6 +346,7 @@ def generate_dataset(
     client=None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    container: str = "ttree",
     **options: Any,
 ) -> GeneratedFiles:
     """Generate ``n_files`` files ``{prefix or format}_{i:04d}.root`` in ``out_dir``.
@@ -345,6 +370,8 @@ def generate_dataset(
         overwrite: replace files of other parameters (and regenerate files of the same).
         log: called with one line saying what was done (``reused ...``,
             ``generated ...``, ``replaced ...``); the same line is ``result.message``.
+        container: ``ttree`` (default) or ``rntuple`` (:mod:`jettracks.generate.container`);
+            recorded with the parameters, so files of the other container are not reused.
 
     Returns:
         The sorted list of all ``n_files`` paths (:class:`GeneratedFiles`, with
@@ -355,6 +382,7 @@ def generate_dataset(
     """
     _check_format(format)
     _check_process(process)
+    check_container(container)
     n_files = _check_count("n_files", n_files)
     events_per_file = _check_count("events_per_file", events_per_file)
     seed = _check_count("seed", seed)
@@ -367,11 +395,12 @@ def generate_dataset(
     out.mkdir(parents=True, exist_ok=True)
     stem = prefix or format
     paths = [out / f"{stem}_{i:04d}.root" for i in range(n_files)]
-    params = _record_params(format, process, n_files, events_per_file, seed, options)
+    params = _record_params(format, process, n_files, events_per_file, seed, options, container)
     def adopt(files: list[Path]) -> bool:
         return all(
             _same_as_regenerated(f, format=format, n_events=events_per_file, seed=seed,
-                                 file_index=paths.index(f), process=process, options=options)
+                                 file_index=paths.index(f), process=process, options=options,
+                                 container=container)
             for f in dict.fromkeys([files[0], files[-1]])
         )
 
@@ -391,6 +420,7 @@ def generate_dataset(
             todo,
             [process] * len(todo),
             [dict(options)] * len(todo),
+            [container] * len(todo),
         )
         if client is None:
             for a in zip(*args, strict=True):

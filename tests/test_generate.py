@@ -25,6 +25,8 @@ from jettracks.generate import pfnano as pfnano_writer
 
 SEED = 7
 N_EVENTS = 300
+#: Tree path of each generated format.
+TREES = {"pfnano": "Events", "jetntuple": "AK4jets/jetTree", "delphes": "Delphes"}
 
 
 #: The branch list (name, leaf list) of record 12100's JetNtuple, beside the real CMS files.
@@ -190,8 +192,7 @@ def test_model_is_deterministic():
 def test_files_are_deterministic(tmp_path, fmt):
     def read(p):
         with uproot.open(p) as f:
-            tree = f["Events"] if fmt == "pfnano" else f["AK4jets/jetTree"]
-            return tree.arrays()
+            return f[TREES[fmt]].arrays()
 
     a = read(generate_file(tmp_path / "a.root", format=fmt, n_events=40, seed=5, file_index=2))
     b = read(generate_file(tmp_path / "b.root", format=fmt, n_events=40, seed=5, file_index=2))
@@ -199,7 +200,7 @@ def test_files_are_deterministic(tmp_path, fmt):
     assert a.fields == b.fields
     for field in a.fields:
         assert ak.array_equal(a[field], b[field]), field
-    pt = "Jet_pt" if fmt == "pfnano" else "jetPt"
+    pt = {"pfnano": "Jet_pt", "jetntuple": "jetPt", "delphes": "Jet.PT"}[fmt]
     assert not ak.array_equal(a[pt], c[pt])
 
 
@@ -433,7 +434,7 @@ def test_pileup_option_scales_candidates():
 
 
 def test_constants():
-    assert FORMATS == ("pfnano", "jetntuple")
+    assert FORMATS == ("pfnano", "jetntuple", "delphes")
     assert "qcd" in PROCESSES
 
 
@@ -468,8 +469,7 @@ def test_zero_events(tmp_path):
     for fmt in FORMATS:
         p = generate_file(tmp_path / f"{fmt}.root", format=fmt, n_events=0, seed=1)
         with uproot.open(p) as f:
-            tree = f["Events"] if fmt == "pfnano" else f["AK4jets/jetTree"]
-            assert tree.num_entries == 0
+            assert f[TREES[fmt]].num_entries == 0
 
 
 def test_dataset_serial_skip_and_overwrite(tmp_path):

@@ -197,6 +197,7 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
             reader.check(found.trees[treename], filename=used)
         except readers.ReaderError as err:
             raise RunError(str(err)) from None
+        _note_missing_optional(name, used, reader, found.trees[treename], console)
         branches.update(reader.branches(found.trees[treename]))
         formats[name] = fmt
         fileset[name] = {
@@ -210,6 +211,19 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
             if cfg.datasets[name].format == "auto":
                 console.print(f"datasets.{name}: format auto -> detected [bold]{fmt}[/bold]")
     return DatasetPlan(fileset, formats, branches, deduplicated)
+
+
+def _note_missing_optional(name: str, used: str, reader, available: set[str], console) -> None:
+    """One note naming the optional branches (flavour, links, ...) the file lacks: the run goes
+    on without what they give (a required one is an error, raised by ``reader.check``)."""
+    has = getattr(reader, "has_branch", None) or (lambda b, av: b in av)
+    missing = [b for b in reader.optional_branches() if not has(b, available)]
+    if missing and console is not None:
+        console.print(
+            f"note datasets.{name}: {used} lacks optional branch(es) {', '.join(missing)} of format "
+            f"{reader.name}: read without them",
+            markup=False, highlight=False, soft_wrap=True,
+        )
 
 
 def _detect(fname: str, fmt: str, timeout: int):

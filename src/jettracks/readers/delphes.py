@@ -175,6 +175,9 @@ class DelphesReader(Reader):
                 "format delphes: Track.ErrorD0 = 0 (impact-parameter resolution not modelled by the "
                 "detector card): dxy kept, dxy_err = +inf, no dxy significance"
             )
+        for key, branch in self.FLAVOUR.items():
+            if key not in flav:
+                notices.append(f"format delphes: no {_short(branch)} branch: jets carry no {key}")
         number = self.spelling(self.EVENT_NUMBER, fields)
         if number is not None:
             event = _first_per_event(col(self.EVENT_NUMBER), n_events)

@@ -296,3 +296,22 @@ def test_file_lacking_an_optional_branch_is_a_notice(tmp_path, capsys):
     assert batch.flavour_fields == ("parton_flavour",)
     assert "format delphes: no Jet.FlavorPhys branch: jets carry no physics_flavour" in batch.notices
     assert any("no Event.Number branch" in n for n in batch.notices) and batch.event.tolist() == list(range(10))
+
+
+def test_worked_config_generates_delphes_signal_and_rntuple_qcd(tmp_path):
+    """configs/delphes_llp_vs_qcd.yaml, shrunk to one small file per dataset, run serially."""
+    import yaml
+
+    cfg = yaml.safe_load((PROJECT / "configs" / "delphes_llp_vs_qcd.yaml").read_text())
+    assert {ds["format"] for ds in cfg["datasets"].values()} == {"delphes"}
+    for name, ds in cfg["datasets"].items():
+        ds["files"] = [str(tmp_path / name / "delphes_*.root")]
+        ds["generate"].update(files=1, events_per_file=40)
+    cfg["executor"] = {"backend": "serial"}
+    cfg["output"] = {"dir": str(tmp_path / "out"), "plots": False}
+    result = run_config(cfg, progress=False)
+    assert uproot.open(tmp_path / "qcd" / "delphes_0000.root").classnames() == {"Delphes;1": "ROOT::RNTuple"}
+    assert uproot.open(tmp_path / "llp_ctau1cm" / "delphes_0000.root").classnames() == {"Delphes;1": "TTree"}
+    assert result.report["formats"] == {"llp_ctau1cm": "delphes", "qcd": "delphes"}
+    rows = result.ml_dataset()
+    assert set(rows.is_signal.tolist()) == {True, False}

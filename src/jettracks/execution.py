@@ -15,7 +15,8 @@ each a function of the module that owns its job:
 6. the engine: :func:`jettracks.engines.run_engine` (``runner`` or ``dask-awkward``; both
    capture per-chunk failures, retry, checkpoint and resume the same way);
 7. the report: :func:`jettracks.report.build_report`, checked (accounting, failures);
-8. outputs: :func:`jettracks.io.outputs.write_outputs`, then ``report.json``.
+8. outputs: :func:`jettracks.io.outputs.write_outputs`, then ``report.json`` and the page
+   ``report.html`` (:mod:`jettracks.io.report_html`; a failed run's page too).
 
 Every entry is accounted for: the report lists, per file, the entries the
 metadata promises and the entries the processor read or skipped.
@@ -164,7 +165,22 @@ def run_config(
         except (RunError, ConfigError) as err:
             # Whatever stopped the run, report.json must not keep an earlier run's "ok".
             _record_failure(out_dir, cfg.name, state.fingerprint, str(err))
+            _write_page(out_dir, console)  # a failed run's page says why
             raise
+
+
+def _write_page(out_dir: Path, console: Any, report: RunReport | None = None) -> None:
+    """``report.html`` from the run's report (:mod:`jettracks.io.report_html`); a page that
+    cannot be written is a warning, never the run's failure (``report.json`` is the record)."""
+    from .io.report_html import write_report_html
+    from .summary import SummaryError
+
+    try:
+        write_report_html(out_dir, report)
+    except (OSError, SummaryError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        console.print(f"warning: {out_dir / 'report.html'} not written: {reason}",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 def _record_failure(out_dir: Path, name: str, fingerprint: str, message: str) -> None:
@@ -277,6 +293,7 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
         save_report(out_dir, report)
     except OSError as err:
         raise RunError(f"cannot write {out_dir / 'report.json'}: {_os_reason(err)}; rerun to resume") from None
+    _write_page(out_dir, console, report)
     return RunResult(
         hists=output.get("hists", {}),
         cutflow=output.get("cutflow", {}),

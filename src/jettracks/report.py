@@ -112,11 +112,21 @@ class EntryTotals(_Record):
 
 
 class ChunkTiming(_Record):
-    """Wall time of one chunk on its worker (seconds)."""
+    """Wall time of one chunk on its worker (seconds).
+
+    Attributes:
+        file: the input file.
+        range: ``[start, stop)`` entries.
+        seconds: wall time of the guarded call (read + process + checkpoint, every attempt).
+        worker: the Dask worker's address (None in-process, or in reports written before it was recorded).
+        attempts: attempts made (None in reports written before it was recorded).
+    """
 
     file: str
     range: list[int]
     seconds: float
+    worker: str | None = None
+    attempts: int | None = None
 
 
 class Timing(_Record):
@@ -320,6 +330,6 @@ def build_report(
             process_s=round(process_s, 3),
             total_s=round(times["done"] - times["start"], 3),
             entries_per_s=round(n_processed / max(process_s, 1e-9), 1),
-            chunks=[ChunkTiming(file=f, range=[a, b], seconds=s) for f, a, b, s in sorted(result.chunk_times())],
+            chunks=[ChunkTiming(**c) for c in result.chunk_timings()],
         ),
     )

@@ -1,4 +1,4 @@
-"""``python -m runner``: run configs, generate samples, inspect files.
+"""``python -m runner``: run configs, generate samples, inspect files, show and plan runs.
 
 ``python -m runner`` with no arguments runs the demo config (``configs/demo.yaml``),
 generating its sample on first use. Exit codes: 0 success, 1 run failed (bad
@@ -88,6 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     insp.add_argument("file", help="path or URL (root://...)")
     insp.add_argument("--format", default="auto", help="check against this format (default: detect)")
+
+    rep = sub.add_parser(
+        "report", help="rebuild report.html of a run directory",
+        description="Rebuild OUTDIR/report.html from the run's report.json, plots and ML manifest.",
+    )
+    rep.add_argument("outdir", metavar="OUTDIR", help="a run directory (holds report.json)")
+    show = sub.add_parser(
+        "show", help="print a run's summary",
+        description="Print a run directory's summary (status, entries, cut flow, files, chunks, ML) as tables.",
+    )
+    show.add_argument("outdir", metavar="OUTDIR", help="a run directory (holds report.json)")
+    plan = sub.add_parser(
+        "plan", help="plan a run without processing",
+        description="Datasets, formats, files, entries, chunks, branches read and their bytes, estimated "
+                    "worker memory per chunk, warnings; exit 0 when the run would start, 1 with the reasons.",
+    )
+    plan.add_argument("config", help="config file")
+    plan.add_argument("--chunksize", type=_positive_int, help="entries per chunk")
+    plan.add_argument("--max-files", type=_positive_int, help="at most this many files per dataset")
+    plan.add_argument("--skip-bad-files", action="store_true",
+                      help="as for run: unreadable files are then warnings (the run would skip them)")
+    plan.add_argument("--refresh", action="store_true", help="ignore cached file metadata (entries per file)")
     return parser
 
 
@@ -207,6 +229,61 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from jettracks.io.report_html import write_report_html
+    from jettracks.io.rundir import MARKER
+    from jettracks.summary import SummaryError
+
+    out = Path(args.outdir).expanduser().absolute()
+    if (out / "report.json").is_file() and not (out / MARKER).is_file():  # jettracks writes only into its own
+        print(_one_line(f"report error: {out}: no {MARKER}: not a jettracks run directory, "
+                        "report.html is not written there"), file=sys.stderr)
+        return 1
+    try:
+        path = write_report_html(out)
+    except SummaryError as err:
+        print(_one_line(f"report error: {err}"), file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(_one_line(f"report error: cannot write {err.filename or args.outdir}: {err.strerror or err}"),
+              file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from jettracks.show import show
+    from jettracks.summary import SummaryError
+
+    try:
+        return show(args.outdir)
+    except SummaryError as err:
+        print(_one_line(f"show error: {err}"), file=sys.stderr)
+        return 1
+
+
+def _cmd_plan(args) -> int:
+    from rich.console import Console
+
+    from jettracks.config import ConfigError
+    from jettracks.plan import plan_run, print_plan
+
+    path = _find_config(args.config)
+    try:
+        plan = plan_run(path, chunksize=args.chunksize, max_files=args.max_files,
+                        skip_bad_files=args.skip_bad_files, refresh=args.refresh)
+    except ConfigError as err:
+        print(_one_line(f"config error: {path}: {err}"), file=sys.stderr)
+        return 2
+    print_plan(plan, Console())
+    if not plan.ok:
+        more = len(plan.problems) - 1
+        print(_one_line(f"plan error: {plan.problems[0]}" + (f" (and {more} more)" if more else "")), file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_inspect(args) -> int:
     from jettracks.inspect import inspect_file
 
@@ -218,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if not argv:
         argv = ["run", DEMO_CONFIG]
-    elif argv[0] not in ("run", "generate", "inspect", "-h", "--help"):
+    elif argv[0] not in ("run", "generate", "inspect", "report", "show", "plan", "-h", "--help"):
         argv = ["run", *argv]
     args = parser.parse_args(argv)
     handlers = {"run": _cmd_run, "generate": _cmd_generate, "inspect": _cmd_inspect}
+    handlers.update({"report": _cmd_report, "show": _cmd_show, "plan": _cmd_plan})
     return handlers[args.command](args)
 
 

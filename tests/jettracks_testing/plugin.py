@@ -10,12 +10,17 @@ so every test module can request these fixtures without importing them:
 ``slurm_cluster`` (session)
     A running single-node Slurm (:class:`jettracks_testing.services.slurm.SlurmCluster`);
     ``SLURM_CONF`` is exported while it runs (sbatch/squeue/scancel find it).
+``chromium`` (session)
+    A running headless Chromium (:class:`jettracks_testing.services.chromium.Chromium`)
+    driven over the DevTools protocol on a pipe: ``chromium.open_page(url)`` returns a
+    page that records console errors and network requests, evaluates JavaScript and
+    takes screenshots. Tests using it are marked ``service``.
 ``cms_dir`` (session)
     The directory of the real CMS files (:func:`jettracks_testing.data.cms_data_dir`);
     the test is skipped when they are absent.
 
 Each service is started at most once per test process and stopped at the end of the
-session. The service code itself is ``jettracks_testing/services/{xrootd,slurm}.py``
+session. The service code itself is ``jettracks_testing/services/{xrootd,slurm,chromium}.py``
 (standard library only; the benchmarks in ``scripts/`` import it too), and
 ``services/install.sh`` installs the Debian packages (``make services``).
 
@@ -150,6 +155,27 @@ def slurm_cluster():
     cluster = _start_or_skip(_start_slurm, cleanup)
     try:
         yield cluster
+    finally:
+        _run_cleanup(cleanup)
+
+
+def _start_chromium(cleanup: list):
+    from jettracks_testing.services.chromium import start_chromium
+
+    workdir = Path(tempfile.mkdtemp(prefix="jettracks-chromium-"))
+    cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+    browser = start_chromium(workdir)
+    cleanup.append(browser.stop)
+    return browser
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A running headless Chromium (``Chromium``): ``chromium.open_page(url)`` -> ``Page``."""
+    cleanup: list = []
+    browser = _start_or_skip(_start_chromium, cleanup)
+    try:
+        yield browser
     finally:
         _run_cleanup(cleanup)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ContextManager, Literal
 
 from ..failures import error_line, is_permanent
+from .progress import Progress, ProgressState
 from ..io import rntuple as _rntuple
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,6 +43,7 @@ __all__ = [
     "Engine",
     "EngineResult",
     "Progress",
+    "ProgressState",
     "Totals",
     "accumulate_into",
     "chunk_steps",
@@ -183,6 +185,8 @@ class ChunkRecord:
         seconds: wall time of the whole guarded call (checkpoint load, every attempt's
             read + process, checkpoint save), in seconds.
         attempts: ``process`` attempts made (0 for a checkpoint).
+        worker: the Dask worker that ran the chunk (its address; ``None`` in-process);
+            not part of the record's equality (engines place chunks differently).
     """
 
     spec: ChunkSpec
@@ -190,6 +194,7 @@ class ChunkRecord:
     error: str | None = None
     seconds: float = 0.0
     attempts: int = 0
+    worker: str | None = field(default=None, compare=False)
 
     @property
     def error_type(self) -> str | None:
@@ -246,6 +251,17 @@ class EngineResult:
     def failures_as_chunkfailures(self) -> list[ChunkFailure]:
         """The failures as :class:`jettracks.failures.ChunkFailure`, for the run report."""
         return [r.as_failure() for r in self.failures]
+
+    def chunk_timings(self) -> list[dict[str, Any]]:
+        """The chunks of :meth:`chunk_times` with their worker and attempts, sorted as
+        ``sorted(chunk_times())``: ``{"file", "range": [start, stop], "seconds", "worker", "attempts"}``."""
+        rows = [
+            {"file": r.spec.filename, "range": [r.spec.entrystart, r.spec.entrystop],
+             "seconds": round(r.seconds, 4), "worker": r.worker, "attempts": r.attempts}
+            for r in self.records
+            if r.status == "ok"
+        ]
+        return sorted(rows, key=lambda d: (d["file"], *d["range"], d["seconds"]))
 
     def chunk_times(self) -> list[tuple[str, int, int, float]]:
         """``(file, start, stop, seconds)`` of the chunks processed in this run (the report's
@@ -349,11 +365,12 @@ def run_chunk(
         ``(output, record)``: the processor's output (``None`` when failed) and the record.
     """
     t0 = time.perf_counter()
+    worker = _worker_address()
     metadata = spec.events_metadata()
     if checkpointer is not None:
         saved = _load_checkpoint(checkpointer, metadata, processor)
         if saved is not None:
-            return saved, ChunkRecord(spec, "checkpoint", None, time.perf_counter() - t0, 0)
+            return saved, ChunkRecord(spec, "checkpoint", None, time.perf_counter() - t0, 0, worker)
     attempts = 0
     while True:
         attempts += 1
@@ -372,10 +389,20 @@ def run_chunk(
                     metadata,
                     processor,
                 )
-            return out, ChunkRecord(spec, "ok", None, time.perf_counter() - t0, attempts)
+            return out, ChunkRecord(spec, "ok", None, time.perf_counter() - t0, attempts, worker)
         except Exception as err:  # noqa: BLE001 - the chunk's failure is recorded, not raised
             if attempts > retries or is_permanent(err):
-                return None, ChunkRecord(spec, "failed", error_line(err), time.perf_counter() - t0, attempts)
+                return None, ChunkRecord(spec, "failed", error_line(err), time.perf_counter() - t0, attempts, worker)
+
+
+def _worker_address() -> str | None:
+    """The Dask worker running this call (its address), or None outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return None
 
 
 def _load_checkpoint(checkpointer: Any, metadata: dict[str, Any], processor: Any) -> Any | None:
@@ -435,43 +462,6 @@ class Totals:
         return total
 
 
-class Progress:
-    """A chunk counter on the console (rich), or nothing when disabled.
-
-    Args:
-        enabled: draw the bar (default True).
-        total: chunks expected.
-        desc: the bar's label.
-    """
-
-    def __init__(self, enabled: bool, total: int, desc: str = "chunks") -> None:
-        self.enabled, self.total, self.desc = bool(enabled), int(total), desc
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
-            from rich.progress import Progress as RichProgress
-
-            self._bar = RichProgress(
-                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), transient=False,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(f"[green]{self.desc}", total=self.total)
-        return self
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def __exit__(self, *exc: Any) -> bool:
-        if self._bar is not None:
-            self._bar.stop()
-        return False
-
-
 # -- the engine interface and registry ---------------------------------------------------------------
 class Engine(abc.ABC):
     """An execution engine: runs every chunk of a fileset through :func:`run_chunk`.
@@ -512,7 +502,8 @@ class Engine(abc.ABC):
             branches: branches that may be read; ``None`` (default): all.
             checkpointer: :class:`~jettracks.io.checkpoints.RunCheckpointer` (or any coffea
                 ``CheckpointerABC``); ``None`` (default): no checkpoints.
-            progress: draw a progress bar (default False).
+            progress: show progress (default False): chunks and files done, entries/s, ETA,
+                failures, dashboard link (:class:`~jettracks.engines.progress.Progress`).
             xrootd_timeout: ``uproot.open`` timeout in seconds; ``None`` (default): uproot's.
 
         Returns:
@@ -523,12 +514,13 @@ class Engine(abc.ABC):
             return EngineResult({}, [], self.name)
         records: dict[int, ChunkRecord] = {}
         totals = Totals(s.dataset for s in specs)
-        with Progress(progress, len(specs), "Processing") as bar:
+        with Progress(progress, len(specs), "Processing", files=[s.filename for s in specs],
+                      dashboard=getattr(client, "dashboard_link", None)) as bar:
 
             def done(i: int, output: Any, record: ChunkRecord) -> None:
                 records[i] = record
                 totals.add(specs[i].dataset, output)
-                bar.advance()
+                bar.advance(record)
 
             self.process_chunks(
                 specs, processor, reader=reader_for(branches, xrootd_timeout), checkpointer=checkpointer,

@@ -52,6 +52,8 @@ LOCK = ".jettracks-run.lock"
 #: pattern ends in ``/`` and lists the patterns jettracks writes inside it).
 OWN_OUTPUTS: dict[str, tuple[str, ...]] = {
     "report.json": (),
+    "report.html": (),
+    ".report.html.tmp-*": (),
     "hists.coffea": (),
     "hists.root": (),
     ".report.json.tmp-*": (),
@@ -67,6 +69,8 @@ OWN_OUTPUTS: dict[str, tuple[str, ...]] = {
         ".manifest.json.tmp-*",
         ".README.md.tmp-*",
         ".jets_padded.h5.tmp-*",
+        "weaver.yaml",
+        ".weaver.yaml.tmp-*",
     ),
     "checkpoints/": ("**",),
     "logs/": ("dask.log", "dask.log.*"),

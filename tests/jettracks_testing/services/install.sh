@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages of the services the tests start (XRootD server, Slurm, munge).
+# Install the Debian packages of the services the tests start (XRootD server, Slurm, munge, Chromium).
 # Only as root and only when missing; otherwise the service tests skip with a reason
 # (and fail under CI, see .ci/run).
 set -u
@@ -10,6 +10,8 @@ command -v slurmctld >/dev/null 2>&1 || need+=(slurmctld)
 command -v slurmd    >/dev/null 2>&1 || need+=(slurmd)
 command -v sbatch    >/dev/null 2>&1 || need+=(slurm-client)
 command -v munged    >/dev/null 2>&1 || need+=(munge)
+# headless Chromium for the report.html browser test (tests/test_report_page.py)
+command -v chromium  >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != "0" ]; then
   echo "services: not root, cannot install ${need[*]}; service tests will skip" >&2

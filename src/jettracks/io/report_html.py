@@ -1,0 +1,126 @@
+"""``report.html``: the run as one self-contained page.
+
+:func:`write_report_html` renders a run directory's :class:`~jettracks.summary.RunSummary`
+with the Jinja2 template ``jettracks/templates/report.html.j2`` (package data) into
+``report.html``: the run summary (status, entries expected / processed / skipped,
+time, entries per second), every plot, the cut flow per dataset, the per-file
+accounting (skipped and unreadable files first, with their reasons), the per-chunk
+timing (a histogram and the slowest chunks), peak worker memory when the report
+has it, the ML dataset's card and the provenance (versions, git commit, config).
+
+Self-contained: images are inline ``data:image/png;base64`` URIs, the CSS is in
+the page, there is no script and no network reference, so the file opens from a
+mail attachment. A failed run's page leads with its one-line error.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_text_atomic
+
+__all__ = ["REPORT_HTML", "render_report_html", "write_report_html"]
+
+#: The page's file name in the run directory.
+REPORT_HTML = "report.html"
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("jettracks", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = lambda v: f"{int(v):,}" if v is not None else "–"
+    env.filters["secs"] = _secs
+    return env
+
+
+def _secs(v: float | None) -> str:
+    if v is None:
+        return "–"
+    v = float(v)
+    if v >= 120:
+        return f"{v / 60:.1f} min"
+    return f"{v:.3g} s" if v < 10 else f"{v:.1f} s"
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _chunk_histogram(seconds: list[float]) -> bytes | None:
+    """PNG of the chunk wall-time histogram (None without chunks)."""
+    if not seconds:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.0), dpi=80)
+    ax = fig.subplots()
+    ax.hist(seconds, bins=min(40, max(5, len(seconds) // 2)), color="#3b6ea5")
+    ax.set_xlabel("chunk wall time (s)")
+    ax.set_ylabel("chunks")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def render_report_html(summary: Any) -> str:
+    """The page's HTML for a :class:`~jettracks.summary.RunSummary`."""
+    import yaml
+
+    from ..summary import human_bytes
+
+    rep = summary.report
+    plots = []
+    for name, path in summary.plots:
+        try:
+            plots.append({"name": name, "src": _data_uri(Path(path).read_bytes())})
+        except OSError:  # listed but unreadable: say so rather than break the page
+            plots.append({"name": name, "src": None})
+    hist_png = _chunk_histogram(summary.chunks.seconds)
+    steps: list[str] = []
+    for flow in rep.cutflow.values():
+        steps += [s for s in flow if s not in steps]
+    config_text = yaml.safe_dump(rep.config, sort_keys=False, default_flow_style=False) if rep.config else ""
+    return _environment().get_template("report.html.j2").render(
+        s=summary,
+        rep=rep,
+        plots=plots,
+        chunk_hist=_data_uri(hist_png) if hist_png else None,
+        cutflow_steps=steps,
+        peak_memory=[(label, human_bytes(v)) for label, v in summary.peak_memory],
+        config_text=config_text,
+        versions=dict(rep.provenance.get("versions", {})),
+        git=dict(rep.provenance.get("git", {})),
+        python=rep.provenance.get("python"),
+    )
+
+
+def write_report_html(out_dir: str | os.PathLike, report: Any = None) -> Path:
+    """Write ``OUT_DIR/report.html`` (atomic) from the run directory's ``report.json``.
+
+    Args:
+        out_dir: the run directory.
+        report: the :class:`~jettracks.report.RunReport` in memory (default: read ``report.json``).
+
+    Returns:
+        The page's path.
+
+    Raises:
+        jettracks.summary.SummaryError: no readable ``report.json``.
+        OSError: the page cannot be written.
+    """
+    from ..summary import summarize
+
+    summary = summarize(out_dir, report)
+    return write_text_atomic(summary.out_dir / REPORT_HTML, render_report_html(summary))

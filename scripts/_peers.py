@@ -87,7 +87,7 @@ def root_python(venv: Path, *, install: bool = True) -> tuple[str | None, str]:
     def works() -> str | None:
         if not py.exists():
             return None
-        r = subprocess.run(check, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(check, capture_output=True, text=True, timeout=300, check=False)
         return r.stdout.strip().splitlines()[-1] if r.returncode == 0 and r.stdout.strip() else None
 
     if (version := works()):
@@ -101,7 +101,7 @@ def root_python(venv: Path, *, install: bool = True) -> tuple[str | None, str]:
                            check=True, capture_output=True, text=True, timeout=600)
         (venv / ".gitignore").write_text("*\n")
         r = subprocess.run([str(py), "-m", "pip", "install", "-q", "root", "numpy"],
-                           capture_output=True, text=True, timeout=1800)
+                           capture_output=True, text=True, timeout=1800, check=False)
         if r.returncode != 0:
             return None, "pip install root failed: " + (r.stderr.strip().splitlines() or ["?"])[-1]
     except (OSError, subprocess.SubprocessError) as err:
@@ -145,7 +145,7 @@ def _rewrite_all(root_py: str, jobs: list[tuple[str, str, str]], fmt: str) -> No
             cmd = [root_py, script, "rewrite", src, dst, "--tree", tree, "--algo", algo, "--level", str(level)]
             running.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), dst))
         proc, dst = running.pop(0)
-        out, err = proc.communicate()
+        _, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"ROOT rewrite of {dst} failed: {err.strip()[-2000:]}")
 
@@ -179,7 +179,7 @@ def dataset(data_dir: Path, fmt: str, role: str, n_files: int, events: int, seed
         how, rewrite = "generator:" + ",".join(f"{k}={v}" for k, v in sorted(gen_layout.items())), False
         options.update(gen_layout)
     elif root_py is not None:
-        how, rewrite = "root-snapshot:%s-%d" % ROOT_REWRITE[fmt], True
+        how, rewrite = "root-snapshot:{}-{}".format(*ROOT_REWRITE[fmt]), True
     elif how_wanted == "root":
         raise RuntimeError("--peers-layout root: no ROOT venv")
     else:
@@ -329,7 +329,7 @@ def child_coffea(spec: dict) -> dict:
 
     out, m = _timed(run)
     h = out["dxy"]
-    return {**m, "events": int(out["events"]), "count": int(round(h.sum(flow=True))),
+    return {**m, "events": int(out["events"]), "count": round(h.sum(flow=True)),
             "in_range": float(h.sum())}
 
 
@@ -351,8 +351,8 @@ def child_jettracks(spec: dict) -> dict:
     from rich.console import Console
 
     import jettracks
-    import jettracks.execution  # noqa: F401  (imports are not timed)
-    import processors.jet_tracks  # noqa: F401
+    import jettracks.execution
+    import processors.jet_tracks  # noqa: F401  (imports are not timed)
 
     out_dir = tempfile.mkdtemp(prefix="jettracks-peers-out-")
     extra: dict[str, Any] = {}
@@ -379,7 +379,10 @@ def child_jettracks(spec: dict) -> dict:
 
                 prof = cProfile.Profile()
                 prof.enable()
+            before = {name.split(".")[0] for name in sys.modules}
             result, m = _timed(jettracks.run, cfg, client=client, progress=False, console=quiet)
+            # What jettracks.run imports lazily (timed: a user's run pays it).
+            extra["imported_in_run"] = sorted({n.split(".")[0] for n in sys.modules} - before)
             if spec.get("profile"):
                 prof.disable()
                 buf = io.StringIO()
@@ -402,7 +405,82 @@ def child_jettracks(spec: dict) -> dict:
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-CHILDREN = {"io_floor": child_io_floor, "coffea": child_coffea, "jettracks": child_jettracks}
+def child_stages(spec: dict) -> dict:
+    """Where one jettracks chunk's time goes (a file = one chunk), as the runner engine reads it.
+
+    NanoEvents (``BaseSchema``, virtual arrays) over one file, then
+    ``JetTrackProcessor.analyse`` (the reader materialises the columns inside it:
+    LZMA decompression, timed by wrapping uproot's LZMA codec, and interpretation),
+    the association kernel (wrapped), ``fill``, ``cutflow`` and the ML part.
+    The first file is a warm-up (numba cache load, imports); the figures are the others'.
+    """
+    import awkward as ak  # noqa: F401
+    import uproot
+    from coffea.nanoevents import BaseSchema, NanoEventsFactory
+
+    import processors.jet_tracks as jt_mod
+
+    acc = {"decompress": 0.0, "kernel": 0.0}
+    codec = uproot.compression._DecompressLZMA  # what uproot reads LZMA baskets with
+    original_decompress, original_kernel = codec.decompress, jt_mod.associate_tracks
+
+    def decompress(self, *a, **kw):
+        t = time.perf_counter()
+        try:
+            return original_decompress(self, *a, **kw)
+        finally:
+            acc["decompress"] += time.perf_counter() - t
+
+    def kernel(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return original_kernel(*a, **kw)
+        finally:
+            acc["kernel"] += time.perf_counter() - t
+
+    codec.decompress, jt_mod.associate_tracks = decompress, kernel
+    ml_dir = tempfile.mkdtemp(prefix="jettracks-peers-ml-")
+    proc = jt_mod.JetTrackProcessor(ml_dir=ml_dir, **CUTS)
+    rows = []
+    try:
+        for path in spec["files"]:
+            acc.update(decompress=0.0, kernel=0.0)
+            row: dict[str, float] = {}
+            c0, t0 = time.process_time(), time.perf_counter()
+            with uproot.open(path) as f:
+                n = f[spec["tree"]].num_entries
+            events = NanoEventsFactory.from_root(
+                {path: spec["tree"]}, schemaclass=BaseSchema, mode="virtual", entry_start=0, entry_stop=n,
+                metadata={"dataset": "qcd", "format": "pfnano", "filename": path, "entrystart": 0, "entrystop": n},
+            ).events()
+            t1 = time.perf_counter()
+            chunk = proc.analyse(events, fmt="pfnano")
+            t2 = time.perf_counter()
+            proc.fill("qcd", chunk)
+            t3 = time.perf_counter()
+            proc.cutflow(chunk)
+            t4 = time.perf_counter()
+            proc._write_ml_part(dict(events.metadata), chunk)
+            t5 = time.perf_counter()
+            row = {
+                "events": n, "open_s": t1 - t0, "decompress_s": acc["decompress"], "kernel_s": acc["kernel"],
+                "analyse_other_s": (t2 - t1) - acc["decompress"] - acc["kernel"],
+                "fill_s": t3 - t2, "cutflow_s": t4 - t3, "ml_write_s": t5 - t4,
+                "chunk_s": t5 - t0, "chunk_cpu_s": time.process_time() - c0,
+            }
+            rows.append(row)
+    finally:
+        codec.decompress, jt_mod.associate_tracks = original_decompress, original_kernel
+        shutil.rmtree(ml_dir, ignore_errors=True)
+    timed = rows[1:] or rows
+    out = {k: sum(r[k] for r in timed) / len(timed) for k in timed[0]}
+    out["first_chunk_s"] = rows[0]["chunk_s"]
+    out.update({"wall_s": out["chunk_s"], "cpu_s": out["chunk_cpu_s"]})
+    return out
+
+
+CHILDREN = {"io_floor": child_io_floor, "coffea": child_coffea, "jettracks": child_jettracks,
+            "stages": child_stages}
 
 
 def child_main(kind: str, spec_json: str) -> int:
@@ -410,7 +488,9 @@ def child_main(kind: str, spec_json: str) -> int:
     spec = json.loads(spec_json)
     out = CHILDREN[kind](spec)
     out["process_wall_s"] = time.perf_counter() - t_start  # imports included
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not ru_maxrss: Linux carries the forking parent's high-water mark into
+    # ru_maxrss across exec (the benchmark process holds ~1.3 GiB after generating).
+    out["peak_rss_mb"] = _vmhwm_mb()
     sys.stdout.flush()
     print(json.dumps(out), flush=True)
     return 0
@@ -420,7 +500,7 @@ def _run_child(cmd: list[str], what: str, env: dict | None = None, timeout: int 
     """Run one measurement process; its last stdout line is its JSON."""
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=PROJECT,
-                              env={**os.environ, **(env or {})}, timeout=timeout)
+                              env={**os.environ, **(env or {})}, timeout=timeout, check=False)
         if proc.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"{what} failed (exit {proc.returncode}): {err.read()[-3000:]}")
@@ -452,6 +532,9 @@ def measure_rdf(root_py: str, fmt: str, threads: int, warm: list[str], files: li
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peers-events", type=int, default=1500,
                    help="peers: events per file (default 1500: the issue's size)")
+    p.add_argument("--peers-jetntuple-events", type=int, default=None,
+                   help="peers: events per JetNtuple file (default 10x --peers-events: ~1.75 jets an "
+                        "event pass, so the JetNtuple runs are long enough to time)")
     p.add_argument("--peers-files", type=int, default=2, help="peers: files per timed set (default 2)")
     p.add_argument("--peers-data", default=str(PROJECT / "data" / "bench" / "peers"), metavar="DIR",
                    help="peers: where the generated files are kept and reused")
@@ -508,7 +591,8 @@ def section_peers(args) -> dict:
     how = args.peers_layout
     files, layout = dataset(data_dir, "pfnano", "timed", n_files, events, SEED, root_py, how)
     warm, _ = dataset(data_dir, "pfnano", "warm", 1, warm_events, WARM_SEED, root_py, how)
-    jfiles, jlayout = dataset(data_dir, "jetntuple", "timed", n_files, events, SEED, root_py, how)
+    j_events = int(args.peers_jetntuple_events or 10 * events)
+    jfiles, jlayout = dataset(data_dir, "jetntuple", "timed", n_files, j_events, SEED, root_py, how)
     jwarm, _ = dataset(data_dir, "jetntuple", "warm", 1, warm_events, WARM_SEED, root_py, how)
     lay = _layout(files[0], "Events", "PFCands_pt")
     res.update({
@@ -517,7 +601,7 @@ def section_peers(args) -> dict:
         "peers_candidates_per_event": _r(_mean_candidates(files[0]), 1),
         "peers_layout": layout, "peers_layout_compression": lay["compression"],
         "peers_layout_pfcands_events_per_basket": lay["events_per_basket"],
-        "peers_jetntuple_layout": jlayout,
+        "peers_jetntuple_layout": jlayout, "peers_jetntuple_events": n_files * j_events,
     })
     base = {"files": files, "tree": "Events", "chunksize": chunksize}
 
@@ -586,7 +670,6 @@ def section_peers(args) -> dict:
     # -- figures ------------------------------------------------------------------------------
     for name, r in best.items():
         p = f"peers_{name}"
-        ev = r.get("entries") if name.startswith("jetntuple") else n_events
         res[f"{p}_s"] = _r(r["wall_s"])
         res[f"{p}_cpu_s"] = _r(r["cpu_s"])
         res[f"{p}_peak_rss_mb"] = _r(r["peak_rss_mb"], 1)
@@ -603,6 +686,8 @@ def section_peers(args) -> dict:
     res["peers_jettracks_2workers_client_peak_rss_mb"] = res.pop("peers_jettracks_2workers_peak_rss_mb")
     res["peers_jettracks_2workers_peak_rss_mb"] = _r(max(w.get("worker_peak_rss_mb") or [w["peak_rss_mb"]]), 1)
     res["peers_jettracks_ml_parts"] = jt["ml_parts"]
+    res["peers_jettracks_serial_imported_in_run"] = [
+        m for m in jt.get("imported_in_run", []) if not m.startswith("_")]
     jj = best["jetntuple_jettracks"]
     res["peers_jetntuple_jets"] = jj["entries"]
     res["peers_jetntuple_jettracks_jets_per_s"] = _r(jj["entries"] / jj["wall_s"], 1)
@@ -628,6 +713,10 @@ def section_peers(args) -> dict:
     res["peers_load_average_1min_end"] = _load()
 
     if args.peers_profile:
+        st = measure("stages", {**base, "files": [*warm, *files]})
+        for k in ("events", "open_s", "decompress_s", "analyse_other_s", "kernel_s", "fill_s", "cutflow_s",
+                  "ml_write_s", "chunk_s", "chunk_cpu_s", "first_chunk_s"):
+            res[f"peers_profile_chunk_{k}"] = _r(st[k])
         log("profiling one jettracks serial run (cProfile)")
         prof = measure("jettracks", {**base, "format": "pfnano", "workers": 0, "profile": True})
         log(prof["profile"])

@@ -81,7 +81,8 @@ default 100,000 entries, jettracks' default: one chunk a file here)::
   via the generator's writer options where it has them (``basket_bytes``), else
   (or with ``--peers-layout root``) by rewriting the generated files with ROOT
   (``RDataFrame.Snapshot``, LZMA-9, ROOT's default baskets). The same events as
-  JetNtuple files (``format=jetntuple``, ZLIB-1, same baskets), plus one smaller
+  JetNtuple files (``format=jetntuple``, ZLIB-1, same baskets; ``--peers-jetntuple-events``,
+  default 10x as many events, since only ~1.75 jets an event are kept), plus one smaller
   warm-up file of each format (other seed). Kept under ``--peers-data``
   (default ``data/bench/peers``) and reused. ``peers_layout*`` say which layout was used.
 * ``rdf``: ROOT RDataFrame (``pip install root`` into ``--peers-root-venv``,
@@ -116,11 +117,17 @@ default 100,000 entries, jettracks' default: one chunk a file here)::
   JetNtuple files; ``peers_jetntuple_*_jets_per_s``.
 
 Every measurement runs in a fresh subprocess (``--peers-repeats`` interleaved
-runs, best wall time kept, default 1). Timed: from after the imports to the result
-(``*_process_wall_s``: the whole process, imports and interpreter start included).
+runs, best wall time kept, default 1). Timed: from after the imports a user's script
+makes at its top (``coffea.processor``/``uproot``; ``jettracks``, ``jettracks.execution``
+and the processor module, which import awkward, coffea, hist and numba) to the result;
+what ``jettracks.run`` imports lazily is timed (listed in
+``peers_jettracks_serial_imported_in_run``). ``*_process_wall_s``: the whole process,
+interpreter start and every import included.
 ``*_s`` wall seconds, ``*_cpu_s`` user+system CPU seconds of the process, its
 threads and its child processes (Dask workers and nannies included),
-``*_cpu_ms_per_event``, ``*_peak_rss_mb`` the process's ``ru_maxrss`` (MiB; for
+``*_cpu_ms_per_event``, ``*_peak_rss_mb`` the process's peak resident set (``VmHWM``,
+MiB: what ``ru_maxrss`` means, without the forking parent's high-water mark that
+Linux carries into ``ru_maxrss`` across exec; for
 ``jettracks_2workers`` the largest worker's ``VmHWM``, the client's in
 ``..._client_peak_rss_mb``; ROOT alone is ~600 MiB). Ratios (targets):
 ``peers_rdf_ratio_1core = jettracks_serial_s / rdf_1thread_s`` (<= 1.0),

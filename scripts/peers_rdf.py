@@ -119,6 +119,16 @@ Booked book(const std::string &format, const std::string &tree, const std::vecto
 TREES = {"pfnano": "Events", "jetntuple": "AK4jets/jetTree"}
 
 
+def _vmhwm_mb() -> float:
+    """Peak resident set of this process (VmHWM), MiB: ru_maxrss would include the
+    forking parent's high-water mark, which Linux carries across exec."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
     return r.ru_utime + r.ru_stime
@@ -132,7 +142,7 @@ def _loop(ROOT, fmt: str, files: list[str]) -> dict:
     h = booked.hist.GetValue()  # runs the event loop (both results are booked)
     return {
         "entries": int(booked.entries.GetValue()),
-        "count": int(round(h.GetEntries())),
+        "count": round(h.GetEntries()),
         "in_range": float(h.Integral()),
     }
 
@@ -160,7 +170,7 @@ def cmd_run(args) -> dict:
         "wall_s": t2 - t1,
         "cpu_s": c2 - c1,
         "process_wall_s": t2 - t_start,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": _vmhwm_mb(),
         **timed,
     }
 

@@ -189,6 +189,13 @@ def test_cli_generates_delphes_rntuple(tmp_path):
     with uproot.open(tmp_path / "delphes_0000.root") as f:
         assert f.classnames() == {"Delphes;1": "ROOT::RNTuple"}
     assert readers.detect_tree(str(tmp_path / "delphes_0000.root")) == ("delphes", "Delphes")
+    from rich.console import Console
+
+    from jettracks.inspect import inspect_file
+
+    buf = io.StringIO()
+    assert inspect_file(str(tmp_path / "delphes_0000.root"), console=Console(file=buf, width=200)) == 0
+    assert "delphes (detected; tree Delphes, 5 entries)" in buf.getvalue() and "RNTuple" in buf.getvalue()
 
 
 # -- RNTuple = TTree, row for row and histogram for histogram -------------------------------------------

@@ -139,7 +139,7 @@ def test_inspect_unreadable_file_one_line(tmp_path, kind):
 def test_inspect_unknown_format(tmp_path):
     rc, out = _run(tmp_path / "whatever.root", fmt="nosuch")
     assert rc == 1 and out.strip() == (
-        "inspect error: unknown format 'nosuch'; known: auto, pfnano, jettrack_events, treemaker, jetntuple, nanoaod"
+        "inspect error: unknown format 'nosuch'; known: auto, pfnano, jettrack_events, treemaker, delphes, jetntuple, nanoaod"
     )
 
 

@@ -53,6 +53,7 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
     from rich.table import Table
 
     from jettracks import readers
+    from jettracks.io.rntuple import is_rntuple
     from jettracks.readers.detect import find_tree, list_trees, open_file
 
     err_console = console if console is not None else Console(stderr=True)
@@ -68,6 +69,7 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
         with open_file(str(path_or_url), timeout=timeout) as f:
             trees = list_trees(f)
             entries = _tree_entries(f, trees)
+            containers = {path: "RNTuple" if is_rntuple(f[path]) else "TTree" for path in trees}
     except readers.ReaderError as err:
         err_console.print(f"inspect error: {err}", markup=False, highlight=False, soft_wrap=True)
         return 1
@@ -131,12 +133,13 @@ def inspect_file(path_or_url: str, *, fmt: str = "auto", console: Any = None, ti
 
     t_trees = Table(title="Trees")
     t_trees.add_column("tree", overflow="fold")
+    t_trees.add_column("container")
     t_trees.add_column("entries", justify="right")
     t_trees.add_column("branches", justify="right")
     for path in sorted(trees):
-        t_trees.add_row(path, f"{entries[path]:,}", str(len(trees[path])))
+        t_trees.add_row(path, containers[path], f"{entries[path]:,}", str(len(trees[path])))
     if not trees:
-        t_trees.add_row("(no TTree in the file)", "", "")
+        t_trees.add_row("(no TTree or RNTuple in the file)", "", "", "")
     console.print(t_trees)
 
     t_readers = Table(title="Readers")

@@ -199,6 +199,8 @@ def start_chromium(workdir: str | os.PathLike, *, timeout: float = 60) -> Chromi
     """
     binary = find_chromium()
     if binary is None:
+        if os.environ.get("JETTRACKS_CHROMIUM"):
+            raise ServiceUnavailable(f"JETTRACKS_CHROMIUM={os.environ['JETTRACKS_CHROMIUM']} is not an executable")
         raise ServiceUnavailable(
             f"no Chromium ({', '.join(BINARIES)} not on PATH; Debian: apt-get install chromium)"
         )

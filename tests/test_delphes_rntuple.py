@@ -199,14 +199,16 @@ def test_cli_generates_delphes_rntuple(tmp_path):
 
 
 # -- RNTuple = TTree, row for row and histogram for histogram -------------------------------------------
-@pytest.mark.parametrize("fmt", ["pfnano", "delphes"])
+@pytest.mark.parametrize("fmt", ["pfnano", "delphes", "jetntuple"])
 def test_rntuple_run_equals_ttree_run(fmt, tmp_path):
     paths = {c: generate_file(tmp_path / c / f"{fmt}.root", format=fmt, n_events=40, seed=5, process="llp",
                               container=c) for c in ("ttree", "rntuple")}
     with uproot.open(paths["rntuple"]) as f:
-        tree = "Events" if fmt == "pfnano" else "Delphes"
+        tree, collection = {"pfnano": ("Events", "Jet"), "delphes": ("Delphes", "Jet"),
+                            "jetntuple": ("AK4jets/jetTree", "PF")}[fmt]
         assert f.classnames()[f"{tree};1"] == "ROOT::RNTuple"
-        assert "Jet" in f[tree].keys() and "nJet" not in f[tree].keys()  # a collection field, no counter
+        keys = f[tree].keys()
+        assert collection in keys and f"n{collection}" not in keys  # a collection field, no counter
     runs = {(c, e): _run([paths[c]], tmp_path / f"out-{c}-{e}", engine=e, ml_pad_tracks=4)
             for c in paths for e in ENGINES}
     ref, ref_rep = runs[("ttree", "runner")]
@@ -240,6 +242,13 @@ def test_rntuple_collection_fields_read_under_ttree_names(tmp_path):
     assert {"Jet_pt", "Jet.pt", "Jet/Jet.pt", "nJet", "Jet_size", "run"} <= names
     assert aliases["Jet_pt"] == (("Jet", "pt"), False) and aliases["nJet"] == (("Jet",), True)
     assert aliases["Jet_eta"] == (("Jet_eta",), False)  # the real field, not the member
+    # a TreeMaker-like vector of records holding a record: the split-branch spelling of the leaf
+    nested = ak.Array([[{"fCoordinates": {"fPt": 40.0, "fEta": 0.1}}], []])
+    with uproot.recreate(tmp_path / "n.root") as f:
+        f["PreSelection"] = {"Jets": nested}
+    with uproot.open(tmp_path / "n.root") as f:
+        aliases = alias_map(f["PreSelection"].to_akform()[0])
+    assert aliases["Jets/Jets.fCoordinates.fPt"] == (("Jets", "fCoordinates", "fPt"), False)
 
 
 # -- empty files, missing branches ------------------------------------------------------------------
@@ -322,3 +331,13 @@ def test_worked_config_generates_delphes_signal_and_rntuple_qcd(tmp_path):
     assert result.report["formats"] == {"llp_ctau1cm": "delphes", "qcd": "delphes"}
     rows = result.ml_dataset()
     assert set(rows.is_signal.tolist()) == {True, False}
+
+
+def test_generation_record_tells_containers_apart(tmp_path):
+    from jettracks.generate import GenerateError, generate_dataset
+
+    generate_dataset(tmp_path, format="delphes", n_files=1, events_per_file=5, seed=1)
+    with pytest.raises(GenerateError, match="container ttree -> rntuple"):
+        generate_dataset(tmp_path, format="delphes", n_files=1, events_per_file=5, seed=1, container="rntuple")
+    again = generate_dataset(tmp_path, format="delphes", n_files=1, events_per_file=5, seed=1)
+    assert again.action == "reused"

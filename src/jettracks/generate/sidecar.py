@@ -91,6 +91,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     for key in ("format", "process", "n_files", "events_per_file", "seed"):
         if old.get(key) != new.get(key):
             out.append(f"{key} {old.get(key)} -> {new.get(key)}")
+    if old.get("container", "ttree") != new.get("container", "ttree"):  # recorded only when not ttree
+        out.append(f"container {old.get('container', 'ttree')} -> {new.get('container', 'ttree')}")
     for group in ("model", "writer"):
         a, b = old.get("options", {}).get(group, {}), new.get("options", {}).get(group, {})
         for key in sorted(set(a) | set(b)):

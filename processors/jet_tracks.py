@@ -221,6 +221,17 @@ class JetTrackProcessor(processor.ProcessorABC):
     def reader_for(self, fmt: str) -> readers.Reader:
         return readers.get(fmt, **self.reader_options)
 
+    def columns(self, fmt: str, available: set[str] | None = None) -> list[str]:
+        """The column plan: branches of format ``fmt`` that this processor's outputs need.
+
+        The histograms and cut flow need the reader's required and optional branches
+        (flavour, links when asked for); the ML columns also need the reader's
+        ``ml_only_branches`` (e.g. PFNano's ``Jet_mass`` and ``PFCands_dz``), read only
+        when ``ml_dir`` is set. ``available``: the file's branches, to drop optional
+        ones it lacks (``None``: the engine drops them when reading).
+        """
+        return self.reader_for(fmt).branches(available, ml=self.ml_dir is not None)
+
     def _flavour(self, jets: ak.Array, batch, reader, is_mc: bool):
         """``(codes, labels, definition, labels_by_definition)`` of the selected jets.
 
@@ -255,7 +266,7 @@ class JetTrackProcessor(processor.ProcessorABC):
         reader = self.reader_for(fmt)
         # A file of the dataset without a branch the reader needs: name it (a retry cannot help).
         meta = getattr(columns, "metadata", None) or {}
-        reader.check(reader.fields_of(columns), filename=meta.get("filename", "?"))
+        reader.check(reader.fields_of(columns), filename=meta.get("filename", "?"), ml=self.ml_dir is not None)
         batch = reader.read(columns)
 
         # Flat jets and their selection.
@@ -404,7 +415,11 @@ class JetTrackProcessor(processor.ProcessorABC):
                 mode=self.assignment,
                 trk_mask=mask,
             )
-        cols = {f: ak.to_numpy(tracks_flat[f])[index] for f in readers.base.TRACK_FIELDS}
+        cols = {
+            f: ak.to_numpy(tracks_flat[f])[index]
+            for f in readers.base.TRACK_FIELDS
+            if f in tracks_flat.fields  # fields only the ML columns use may be unread
+        }
         cols["dr"] = dr.astype(np.float32)
         return int(mask.sum()), ak.unflatten(ak.zip(cols), n_per_jet)
 
@@ -517,8 +532,13 @@ def previous_entry_ids(meta: dict[str, Any]) -> tuple[int, int, int] | None:
     ``None`` when the chunk begins its file (``entrystart == 0``) or the metadata
     does not say where the chunk lies (the chunk is then taken to begin at an
     event boundary). Reads one entry of three branches: one file open per chunk
-    that does not begin its file.
+    that does not begin its file, unless the engine put that entry's ids in
+    ``meta["previous_entry"]`` (``{"run", "lumi", "event"}``: a sub-batch after the first).
     """
+    previous = meta.get("previous_entry")
+    if previous:  # the engine read it already (the last entry of the previous sub-batch)
+        lumi = previous.get("lumi", previous.get("luminosityBlock"))
+        return int(previous["run"]), int(lumi), int(previous["event"])
     start = int(meta.get("entrystart") or 0)
     filename, treename = meta.get("filename"), meta.get("treename")
     if start <= 0 or not filename or not treename:

@@ -198,7 +198,9 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
         except readers.ReaderError as err:
             raise RunError(str(err)) from None
         _note_missing_optional(name, used, reader, found.trees[treename], console)
-        branches.update(reader.branches(found.trees[treename]))
+        available = found.trees[treename]
+        plan = getattr(processor, "columns", None)  # the processor's column plan, when it has one
+        branches.update(plan(fmt, available) if callable(plan) else reader.branches(available))
         formats[name] = fmt
         fileset[name] = {
             "files": files,

@@ -120,6 +120,7 @@ class ChunkTiming(_Record):
         seconds: wall time of the guarded call (read + process + checkpoint, every attempt).
         worker: the Dask worker's address (None in-process, or in reports written before it was recorded).
         attempts: attempts made (None in reports written before it was recorded).
+        peak_rss_mb: peak resident memory (MiB) of the process that ran it, when it finished.
     """
 
     file: str
@@ -127,6 +128,7 @@ class ChunkTiming(_Record):
     seconds: float
     worker: str | None = None
     attempts: int | None = None
+    peak_rss_mb: float | None = None
 
 
 class Timing(_Record):
@@ -138,6 +140,11 @@ class Timing(_Record):
     total_s: float = 0.0
     entries_per_s: float = 0.0
     chunks: list[ChunkTiming] = Field(default_factory=list)
+    #: Largest peak resident memory (MiB, ``ru_maxrss``) of any process that ran chunks
+    #: (a worker, or this process when serial); None when no chunk was processed.
+    peak_worker_memory_mb: float | None = None
+    #: The same per worker address (``local``: in-process).
+    peak_worker_memory_by_worker_mb: dict[str, float] = Field(default_factory=dict)
 
 
 class MLDatasetSummary(_Record):
@@ -331,5 +338,7 @@ def build_report(
             total_s=round(times["done"] - times["start"], 3),
             entries_per_s=round(n_processed / max(process_s, 1e-9), 1),
             chunks=[ChunkTiming(**c) for c in result.chunk_timings()],
+            peak_worker_memory_mb=max(result.peak_memory_by_worker().values(), default=None),
+            peak_worker_memory_by_worker_mb=result.peak_memory_by_worker(),
         ),
     )

@@ -95,6 +95,9 @@ class Reader(abc.ABC):
     description: ClassVar[str] = ""
     default_flavour: ClassVar[str] = "hadron"
     per_jet_entries: ClassVar[bool] = False
+    #: Branches only the per-jet ML columns use (e.g. ``Jet_mass``, ``PFCands_dz``): a run
+    #: without ML output does not read them, and ``read`` leaves their fields out.
+    ml_only_branches: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -107,19 +110,31 @@ class Reader(abc.ABC):
         """Branches used when present (flavour, links, ...)."""
         return []
 
-    def branches(self, available: set[str] | None = None) -> list[str]:
-        """Branches to read: required plus the optional ones that exist."""
+    def branches(self, available: set[str] | None = None, *, ml: bool = True) -> list[str]:
+        """The column plan: branches to read, required plus the optional ones that exist.
+
+        Args:
+            available: branch names of the file (``None``: assume every optional one exists).
+            ml: whether the ML columns are wanted; ``False`` leaves out
+                :attr:`ml_only_branches` (nothing downstream reads them).
+        """
         opt = self.optional_branches()
         if available is not None:
             opt = [b for b in opt if b in available]
-        return list(dict.fromkeys(self.required_branches() + opt))
+        wanted = list(dict.fromkeys(self.required_branches() + opt))
+        if not ml:
+            wanted = [b for b in wanted if b not in self.ml_only_branches]
+        return wanted
 
-    def missing_branches(self, available: set[str]) -> list[str]:
-        return [b for b in self.required_branches() if b not in available]
+    def missing_branches(self, available: set[str], *, ml: bool = True) -> list[str]:
+        """Required branches absent from ``available`` (``ml=False``: not counting
+        :attr:`ml_only_branches`, which such a run does not read)."""
+        skip = () if ml else self.ml_only_branches
+        return [b for b in self.required_branches() if b not in available and b not in skip]
 
-    def check(self, available: set[str], *, filename: str = "?") -> None:
+    def check(self, available: set[str], *, filename: str = "?", ml: bool = True) -> None:
         """Raise :class:`ReaderError` naming the file and the missing branches."""
-        missing = self.missing_branches(available)
+        missing = self.missing_branches(available, ml=ml)
         if missing:
             raise ReaderError(
                 f"{filename}: not readable as format {self.name!r}: missing branches "
@@ -151,7 +166,7 @@ class Reader(abc.ABC):
         """NanoAOD-style ``Jet_*`` columns -> (jet fields, jets per event, flavour fields present)."""
         fields = self.fields_of(columns)
         n_jet = counts(columns[names["pt"]])
-        jets: dict[str, np.ndarray] = {k: flat(columns[b]) for k, b in names.items()}
+        jets: dict[str, np.ndarray] = {k: flat(columns[b]) for k, b in names.items() if b in fields}
         jets["index"] = local_index(n_jet)
         present = []
         for key, branch in flavour.items():

@@ -24,6 +24,13 @@ from .base import EventBatch, Reader, counts, flat, jagged_records
 __all__ = ["PFNanoReader"]
 
 
+def _nan_where(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """``values`` with NaN where ``invalid`` (a copy: the input may be a read-only buffer)."""
+    out = np.array(values, dtype=np.float32, copy=True)
+    out[invalid] = np.float32(np.nan)
+    return out
+
+
 class PFNanoReader(Reader):
     name = "pfnano"
     treename = "Events"
@@ -42,6 +49,7 @@ class PFNanoReader(Reader):
     }
     FLAVOUR = {"hadron_flavour": "Jet_hadronFlavour", "parton_flavour": "Jet_partonFlavour"}
     LINKS = ("JetPFCands_jetIdx", "JetPFCands_pFCandsIdx")
+    ml_only_branches = ("Jet_mass", "PFCands_dz")
 
     def required_branches(self) -> list[str]:
         return ["run", "luminosityBlock", "event", *self.JET.values(), *self.CAND.values()]
@@ -59,17 +67,17 @@ class PFNanoReader(Reader):
         n_cand = counts(columns[self.CAND["pt"]])
         d0 = flat(columns[self.CAND["d0"]], np.float32)
         d0_err = flat(columns[self.CAND["d0Err"]], np.float32)
-        dz = flat(columns[self.CAND["dz"]], np.float32)
-        valid = d0_err > 0
+        invalid = ~(d0_err > 0)
         tracks = {
             "pt": flat(columns[self.CAND["pt"]]),
             "eta": flat(columns[self.CAND["eta"]]),
             "phi": flat(columns[self.CAND["phi"]]),
             "charge": flat(columns[self.CAND["charge"]], np.int32),
-            "dxy": np.where(valid, d0, np.float32(np.nan)),
+            "dxy": _nan_where(d0, invalid),
             "dxy_err": d0_err,
-            "dz": np.where(valid, dz, np.float32(np.nan)),
         }
+        if self.CAND["dz"] in fields:  # not read when no ML column wants it
+            tracks["dz"] = _nan_where(flat(columns[self.CAND["dz"]], np.float32), invalid)
         batch = EventBatch(
             run=flat(columns["run"], np.int64),
             lumi=flat(columns["luminosityBlock"], np.int64),

@@ -610,6 +610,10 @@ from _peers import add_arguments as _peers_arguments  # noqa: E402
 from _peers import section_peers  # noqa: E402
 
 SECTIONS["peers"] = section_peers
+# Section ml (issue 14): the finalized ML dataset vs per-chunk parts (scripts/_ml_bench.py).
+from _ml_bench import section_ml  # noqa: E402
+
+SECTIONS["ml"] = section_ml
 
 
 def parse_args(argv=None) -> argparse.Namespace:

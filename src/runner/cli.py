@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--skip-bad-files", action="store_true",
                       help="as for run: unreadable files are then warnings (the run would skip them)")
     plan.add_argument("--refresh", action="store_true", help="ignore cached file metadata (entries per file)")
+    mlf = sub.add_parser(
+        "ml-finalize", help="finalize an existing ML dataset",
+        description="Compact an ML dataset's per-chunk parts into a few files per split, recompute the "
+                    "standardisation, weights and folds, rewrite manifest.json, README.md and weaver.yaml.",
+    )
+    mlf.add_argument("dir", metavar="DIR", help="the dataset's ml/ directory or its run directory")
+    mlf.add_argument("--folds", type=_positive_int, help="k of the fold column (default: as before, else 5)")
+    mlf.add_argument("--reference-flavour", help="reference flavour of weight_reference (default b, else the most common)")
     return parser
 
 
@@ -290,9 +298,24 @@ def _cmd_inspect(args) -> int:
     return inspect_file(args.file, fmt=args.format)
 
 
+def _cmd_ml_finalize(args) -> int:
+    from jettracks.io.mldata import refinalize
+
+    try:
+        m = refinalize(args.dir, folds=args.folds, reference_flavour=args.reference_flavour)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(_one_line(f"ml-finalize error: {err}"), file=sys.stderr)
+        return 1
+    print(f"{m['rows']:,} rows in {m['parts']} files; content hash {m['content_hash']}; "
+          + ", ".join(f"{k} {v:,}" for k, v in sorted(m["rows_per_split"].items())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv and argv[0] == "ml-finalize":
+        return _cmd_ml_finalize(parser.parse_args(argv))
     if not argv:
         argv = ["run", DEMO_CONFIG]
     elif argv[0] not in ("run", "generate", "inspect", "report", "show", "plan", "-h", "--help"):

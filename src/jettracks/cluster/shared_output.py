@@ -302,7 +302,9 @@ class OutputGuard:
                     )
             report["notices"] = sorted(set(notices))
         parts = [Path(p) for p in (output.get("ml_parts") or [])]
-        missing_parts = [str(p) for p in parts if not p.is_file()]
+        from ..io.mldata import part_available  # a resumed part may live on in the finalized files
+
+        missing_parts = [str(p) for p in parts if not part_available(p)]
         missing_ckpt = self._missing_checkpoints(fileset, meta, chunk_times, checkpointer)
         if not (missing_parts or missing_ckpt):
             return

@@ -19,6 +19,7 @@ import cloudpickle
 from coffea.processor.checkpointer import CheckpointerABC
 
 from .atomic import atomic_path
+from .mldata import part_available
 
 __all__ = ["RunCheckpointer"]
 
@@ -53,8 +54,9 @@ class RunCheckpointer(CheckpointerABC):
             return None
         # A checkpoint whose ML part is gone (removed by hand, or another host's disk)
         # would resume to a dataset without that chunk's rows: redo the chunk instead.
+        # A part compacted by the ML finalize step lives on in the finalized files.
         parts = (out.get("out") or {}).get("ml_parts", []) if isinstance(out, dict) else []
-        if any(not os.path.exists(p) for p in parts):
+        if any(not part_available(p) for p in parts):
             return None
         return out
 

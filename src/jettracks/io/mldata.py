@@ -1,14 +1,19 @@
-"""ML-ready per-jet datasets: columns (computed on the workers), manifest, README, HDF5.
+"""ML-ready per-jet datasets: columns (computed on the workers), finalized files, manifest.
 
-Workers write one Parquet part per chunk (:func:`write_part`); at the end of a
-run the client writes ``manifest.json`` and ``README.md`` describing every column
-(:data:`COLUMNS`), the selection, rows per split and per label, and optionally
-an HDF5 file of the fixed-length (padded) track arrays (:func:`finalize`).
+Workers write one Parquet part per chunk (:func:`write_part`). At the end of a
+run (and with ``python -m runner ml-finalize DIR``) :func:`finalize` compacts the
+parts into a few files per dataset and split (``part-DATASET-SPLIT-NNN-HASH.parquet``,
+row groups of :data:`ROW_GROUP_ROWS` jets, :data:`COMPRESSION`), adds the ``fold``
+and weight columns, and writes ``manifest.json`` (rows, content hash, the
+standardisation statistics and weight tables of the training split, and which
+file rows each chunk's part became), ``README.md`` (column documentation under a
+Hugging Face dataset card), ``weaver.yaml`` (a weaver-core data config) and
+optionally an HDF5 file of the fixed-length (padded) track arrays.
 Parts are read from disk; no column travels through the Dask scheduler.
 
 Units: GeV, cm, radians. Train/validation/test split: from a 64-bit mix
 (splitmix64) of ``(run, lumi, event)``, so every jet of an event lands in the
-same split and the assignment does not depend on chunking or ordering.
+same split (and fold) and the assignment does not depend on chunking or ordering.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,10 @@ import numpy as np
 
 from .atomic import atomic_path
 
-__all__ = ["COLUMNS", "Column", "event_split", "finalize", "jet_columns", "write_part"]
+__all__ = [
+    "COLUMNS", "Column", "ContentHash", "event_fold", "event_split", "finalize", "jet_columns", "key_hash",
+    "part_available", "refinalize", "write_part",
+]
 
 SPLITS = ("train", "validation", "test")
 #: Fractions of events in each split (train, validation, test).
@@ -100,6 +108,12 @@ def _cols() -> list[Column]:
           "Fixed-length copies of the track columns: the N tracks with the largest sort key, zero padded",
           "processor option ml_pad_tracks=N, sorted by ml_sort_key (abs_dxy_sig default)"),
         c("pad_mask", "fixed_size_list<bool>[N]", "", "True where pad_track_* holds a real track", "padding"),
+        c("fold", "int8", "", "k-fold index 0..k-1 (k in the manifest's folds); every jet of an event shares it",
+          "floor(k · bits 24-43 of the split's event hash / 2^20), at finalize"),
+        c("weight_flat", "float32", "", "Weight making the flavour's (pT, |η|) distribution flat; 0 in bins without training jets of the flavour",
+          "jettracks.ml.weights from the training split, bins in the manifest's weights"),
+        c("weight_reference", "float32", "", "Weight giving the flavour the (pT, |η|) shape of the reference flavour (manifest weights.reference)",
+          "jettracks.ml.weights from the training split"),
     ]
     return cols
 
@@ -117,16 +131,38 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def event_split(run: np.ndarray, lumi: np.ndarray, event: np.ndarray) -> np.ndarray:
-    """``train``/``validation``/``test`` per entry from (run, lumi, event); deterministic."""
+def _event_hash(run: np.ndarray, lumi: np.ndarray, event: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = _splitmix64(np.asarray(run, dtype=np.uint64))
         h = _splitmix64(h ^ np.asarray(lumi, dtype=np.uint64))
-        h = _splitmix64(h ^ np.asarray(event, dtype=np.uint64))
+        return _splitmix64(h ^ np.asarray(event, dtype=np.uint64))
+
+
+def event_split(run: np.ndarray, lumi: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """``train``/``validation``/``test`` per entry from (run, lumi, event); deterministic.
+
+    The top 20 bits of the event hash, as a fraction u in [0, 1), against the
+    cumulative :data:`SPLIT_FRACTIONS`.
+    """
+    h = _event_hash(run, lumi, event)
     u = (h >> np.uint64(44)).astype(np.float64) / float(1 << 20)
     edges = np.cumsum(SPLIT_FRACTIONS)
     idx = np.searchsorted(edges, u, side="right")
     return np.asarray(SPLITS, dtype=object)[np.minimum(idx, 2)].astype(str)
+
+
+def event_fold(run: np.ndarray, lumi: np.ndarray, event: np.ndarray, k: int) -> np.ndarray:
+    """Fold 0..k-1 per entry (int8) from the event hash of :func:`event_split`.
+
+    Bits 24-43 of the hash (the split uses bits 44-63), as a fraction v in [0, 1):
+    fold = floor(v · k). Every jet of an event gets the same fold, in every split.
+
+    Args:
+        run, lumi, event: per-entry identifiers; k: number of folds (2..127).
+    """
+    h = _event_hash(run, lumi, event)
+    v = ((h >> np.uint64(24)) & np.uint64((1 << 20) - 1)).astype(np.float64) / float(1 << 20)
+    return np.minimum((v * k).astype(np.int64), k - 1).astype(np.int8)
 
 
 def _per_jet_reduce(values: ak.Array, kind: str) -> np.ndarray:
@@ -268,6 +304,310 @@ def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any])
     return final
 
 
+#: Rows per Parquet row group of the finalized files. Measured (scripts/benchmark.py --only ml):
+#: decoding 1,000-jet groups is ~45 % slower than 5,000; 10,000 is no faster; every choice decodes
+#: at > 1.5 M jets/s, far above what a loader converts (~0.2 M jets/s), and 5,000 keeps shuffling fine.
+ROW_GROUP_ROWS = 5_000
+#: At most this many rows per finalized file (a few files per split and dataset).
+ROWS_PER_FILE = 250_000
+#: Compression of the finalized files: zstd is ~14 % smaller than lz4; lz4 decodes ~35 % faster,
+#: which a loader does not see (decoding is < 10 % of its time).
+COMPRESSION = "zstd"
+#: Default number of folds of the ``fold`` column.
+DEFAULT_FOLDS = 5
+#: Columns identifying a jet; the content hash runs over them.
+KEY_COLUMNS = ("run", "lumi", "event", "jet_index")
+#: Columns finalize adds (recomputed at every finalize).
+DERIVED_COLUMNS = ("fold", "weight_flat", "weight_reference")
+#: Columns that are identifiers or labels, never standardised inputs.
+NOT_FEATURES = frozenset({
+    "run", "lumi", "event", "jet_index", "flavour_code", "hadron_flavour", "parton_flavour",
+    "physics_flavour", "is_signal", "pad_mask", *DERIVED_COLUMNS,
+})
+
+
+def key_hash(run: np.ndarray, lumi: np.ndarray, event: np.ndarray, jet_index: np.ndarray) -> np.ndarray:
+    """A 64-bit splitmix64 mix of (run, lumi, event, jet_index) per jet (uint64)."""
+    with np.errstate(over="ignore"):
+        h = _splitmix64(np.asarray(run, dtype=np.int64).astype(np.uint64))
+        for x in (lumi, event, jet_index):
+            h = _splitmix64(h ^ np.asarray(x).astype(np.int64).astype(np.uint64))
+    return h
+
+
+@dataclass
+class ContentHash:
+    """Order-independent hash of a multiset of jets: row count and the sum (mod 2^64) of :func:`key_hash`."""
+
+    rows: int = 0
+    total: int = 0
+
+    def add(self, table: Any) -> None:
+        """Add the rows of a ``pyarrow.Table`` holding :data:`KEY_COLUMNS`."""
+        if table.num_rows == 0:
+            return
+        h = key_hash(*(table.column(c).to_numpy() for c in KEY_COLUMNS))
+        with np.errstate(over="ignore"):
+            self.total = (self.total + int(h.sum(dtype=np.uint64))) % (1 << 64)
+        self.rows += table.num_rows
+
+    def __str__(self) -> str:
+        return f"{self.rows}:{self.total:016x}"
+
+
+def part_available(path: str | os.PathLike) -> bool:
+    """True when the rows of ML part ``path`` are on disk: the part itself, or the
+    finalized files its ``manifest.json`` says hold its rows (every one present).
+
+    Checkpoints keep the path of their chunk's part; after :func:`finalize` the part
+    lives on inside the finalized files, so a resumed chunk is not redone.
+    """
+    p = Path(path)
+    if p.is_file():
+        return True
+    sources = _manifest(p.parent).get("sources") or {}
+    if p.name not in sources:
+        return False
+    return all((p.parent / seg[0]).is_file() for seg in sources[p.name])
+
+
+def _manifest(ml_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((ml_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class _Sources:
+    """Rows of a part: its own file when present, else its segments in the finalized files."""
+
+    def __init__(self, ml_dir: Path, sources: Mapping[str, list]) -> None:
+        self.ml_dir, self.sources = ml_dir, sources
+        self._files: dict[str, Any] = {}
+
+    def has(self, name: str) -> bool:
+        return (self.ml_dir / name).is_file() or (
+            name in self.sources and all((self.ml_dir / s[0]).is_file() for s in self.sources[name]))
+
+    def read(self, name: str) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.ml_dir / name
+        if path.is_file():
+            table = pq.read_table(path)
+        else:
+            pieces = [self._slice(f, start, stop) for f, start, stop in self.sources[name]]
+            if not pieces:
+                return None  # a chunk without selected jets
+            table = pa.concat_tables(pieces)
+        drop = [c for c in DERIVED_COLUMNS if c in table.column_names]
+        table = table.drop_columns(drop) if drop else table
+        for i, f in enumerate(table.schema):  # plain lists: every reader (weaver, datasets) takes them
+            if pa.types.is_large_list(f.type):
+                table = table.set_column(i, pa.field(f.name, pa.list_(f.type.value_field), nullable=f.nullable),
+                                         table.column(i).cast(pa.list_(f.type.value_field)))
+        return table.replace_schema_metadata(None)
+
+    def _slice(self, file: str, start: int, stop: int) -> Any:
+        import pyarrow.parquet as pq
+
+        pf = self._files.get(file)
+        if pf is None:
+            pf = self._files[file] = pq.ParquetFile(self.ml_dir / file)
+        groups, first, offset = [], None, 0
+        for i in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if offset + n > start and offset < stop:
+                groups.append(i)
+                first = offset if first is None else first
+            offset += n
+        return pf.read_row_groups(groups).slice(start - first, stop - start)
+
+
+@dataclass
+class _Plan:
+    """Pass 1's findings: what each part holds, per dataset and split."""
+
+    schemas: dict[str, Any] = field(default_factory=dict)  # dataset -> pyarrow schema
+    rows: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (dataset, split, part) -> rows
+    parts: dict[str, list[str]] = field(default_factory=dict)  # dataset -> parts in order
+    content: ContentHash = field(default_factory=ContentHash)
+    train: dict[str, list] = field(default_factory=dict)  # feature -> training values
+    train_pt: list = field(default_factory=list)
+    train_abs_eta: list = field(default_factory=list)
+    train_label: list = field(default_factory=list)
+    rows_split: dict[str, int] = field(default_factory=dict)
+    rows_label: dict[str, int] = field(default_factory=dict)
+    rows_dataset: dict[str, int] = field(default_factory=dict)
+
+
+def _train_values(table: Any, name: str) -> np.ndarray | None:
+    """Finite-or-not values of a numeric feature column for stats (tracks flattened; pad: real tracks)."""
+    import pyarrow as pa
+
+    col = table.column(name)
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return col.to_numpy().astype(np.float64)
+    if (pa.types.is_list(t) or pa.types.is_fixed_size_list(t)) and (
+            pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
+        values = ak.from_arrow(col)
+        if name.startswith("pad_track_") and "pad_mask" in table.column_names:
+            values = values[ak.from_arrow(table.column("pad_mask"))]
+        return ak.to_numpy(ak.flatten(values, axis=None)).astype(np.float64)
+    return None
+
+
+def _scan(names: list[str], src: _Sources) -> _Plan:
+    plan = _Plan()
+    for name in names:
+        table = src.read(name)
+        if table is None or table.num_rows == 0:
+            continue
+        dataset = table.column("dataset")[0].as_py()
+        schema = plan.schemas.setdefault(dataset, table.schema)
+        if not schema.equals(table.schema):
+            raise ValueError(f"ML part {name} has other columns than the other parts of dataset {dataset!r}")
+        plan.parts.setdefault(dataset, []).append(name)
+        plan.content.add(table)
+        split = table.column("split").to_numpy(zero_copy_only=False).astype(str)
+        for col, acc in (("split", plan.rows_split), ("flavour", plan.rows_label), ("dataset", plan.rows_dataset)):
+            values, counts = np.unique(table.column(col).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+            for v, c in zip(values, counts):
+                acc[str(v)] = acc.get(str(v), 0) + int(c)
+        for s in SPLITS:
+            plan.rows[(dataset, s, name)] = int((split == s).sum())
+        train = table.filter(_mask(split == "train"))
+        if train.num_rows == 0:
+            continue
+        plan.train_pt.append(train.column("jet_pt").to_numpy())
+        plan.train_abs_eta.append(np.abs(train.column("jet_eta").to_numpy()))
+        plan.train_label.append(train.column("flavour").to_numpy(zero_copy_only=False).astype(str))
+        for col in train.column_names:
+            if col in NOT_FEATURES:
+                continue
+            values = _train_values(train, col)
+            if values is not None:
+                plan.train.setdefault(col, []).append(values)
+    return plan
+
+
+def _mask(mask: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.array(np.asarray(mask, dtype=bool))
+
+
+def _file_plan(plan: _Plan, tag: str) -> tuple[dict[str, dict[str, Any]], dict[str, list]]:
+    """Finalized files and each part's segments.
+
+    Returns:
+        files: name -> ``{"dataset", "split", "rows", "pieces": [(part, rows)]}``, names
+            ``part-DATASET-SPLIT-NNN-HASH.parquet`` with HASH over everything that makes
+            the file's content (so an existing file of that name holds the same rows);
+        sources: part -> ``[[file, start, stop], ...]`` (rows of the part in each file).
+    """
+    import hashlib
+
+    files: dict[str, dict[str, Any]] = {}
+    sources: dict[str, list] = {}
+    for dataset in sorted(plan.parts):
+        for split in SPLITS:
+            groups: list[list[tuple[str, int, int]]] = [[]]
+            filled = 0
+            for part in plan.parts[dataset]:
+                n, done = plan.rows[(dataset, split, part)], 0
+                while done < n:
+                    if filled == ROWS_PER_FILE:
+                        groups.append([])
+                        filled = 0
+                    take = min(n - done, ROWS_PER_FILE - filled)
+                    groups[-1].append((part, done, done + take))
+                    done += take
+                    filled += take
+            for i, group in enumerate(g for g in groups if g):
+                digest = hashlib.sha1(json.dumps([tag, dataset, split, group]).encode()).hexdigest()[:10]
+                fname = f"part-{dataset}-{split}-{i:03d}-{digest}.parquet"
+                pieces = [(part, b - a) for part, a, b in group]
+                files[fname] = {"dataset": dataset, "split": split, "rows": sum(n for _, n in pieces), "pieces": pieces}
+                row = 0
+                for part, n in pieces:
+                    sources.setdefault(part, []).append([fname, row, row + n])
+                    row += n
+    return files, sources
+
+
+class _FileWriter:
+    """Writes the planned finalized files in order, row groups of :data:`ROW_GROUP_ROWS`."""
+
+    def __init__(self, ml_dir: Path, files: list[tuple[str, int]], schema: Any) -> None:
+        self.ml_dir, self.files, self.schema = ml_dir, list(files), schema
+        self.buffer: list = []
+        self.buffered = 0
+        self.written = 0  # rows in the open file
+        self._atomic = self._writer = None
+
+    def add(self, table: Any) -> None:
+        while table.num_rows:
+            if self._writer is None:
+                self._open()
+            room = self.files[0][1] - self.written - self.buffered
+            head, table = table.slice(0, room), table.slice(room)
+            self.buffer.append(head)
+            self.buffered += head.num_rows
+            while self.buffered >= ROW_GROUP_ROWS:
+                self._flush(ROW_GROUP_ROWS)
+            if self.written + self.buffered == self.files[0][1]:
+                self._flush(self.buffered)
+                self._close()
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        self._atomic = atomic_path(self.ml_dir / self.files[0][0])
+        tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression=COMPRESSION)
+
+    def _flush(self, n: int) -> None:
+        import pyarrow as pa
+
+        if n == 0:
+            return
+        table = pa.concat_tables(self.buffer).combine_chunks()
+        self._writer.write_table(table.slice(0, n), row_group_size=n)
+        rest = table.slice(n)
+        self.buffer, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
+        self.written += n
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._atomic.__exit__(None, None, None)
+        self._writer = self._atomic = None
+        self.files.pop(0)
+        self.written = 0
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._atomic.__exit__(RuntimeError, None, None)  # removes the temporary file
+            self._writer = self._atomic = None
+
+
+def _with_derived(table: Any, *, folds: int, reweighting: Any) -> Any:
+    import pyarrow as pa
+
+    run, lumi, event = (table.column(c).to_numpy() for c in ("run", "lumi", "event"))
+    pt = table.column("jet_pt").to_numpy()
+    abs_eta = np.abs(table.column("jet_eta").to_numpy())
+    labels = table.column("flavour").to_numpy(zero_copy_only=False).astype(str)
+    table = table.append_column(pa.field("fold", pa.int8(), nullable=False), pa.array(event_fold(run, lumi, event, folds)))
+    for kind, col in (("flat", "weight_flat"), ("reference", "weight_reference")):
+        w = reweighting.weights(kind, pt, abs_eta, labels)
+        table = table.append_column(pa.field(col, pa.float32(), nullable=False), pa.array(w))
+    return table
+
+
 def finalize(
     ml_dir: str | os.PathLike,
     *,
@@ -276,95 +616,234 @@ def finalize(
     selection: Mapping[str, Any],
     versions: Mapping[str, str],
     hdf5: bool = False,
+    folds: int = DEFAULT_FOLDS,
+    reference_flavour: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``manifest.json`` and ``README.md`` (and ``jets_padded.h5``) for this run's parts.
+    """Compact this run's parts into a few Parquet files per dataset and split, and
+    write ``manifest.json``, ``README.md`` (with the Hugging Face dataset card),
+    ``weaver.yaml`` (weaver-core data config) and optionally ``jets_padded.h5``.
 
     The dataset is exactly ``parts``: the parts this run's chunks wrote or resumed
-    from checkpoints. Other ``part-*.parquet`` files in ``ml_dir`` were left by
-    earlier runs in this run directory (other files, other entry ranges, a
-    replaced input file) and are removed, so a loader that globs the directory
-    reads what the manifest lists; so is a ``jets_padded.h5`` this run does not write.
+    from checkpoints. A part's rows come from its own file or, for a part finalized
+    before, from the finalized files the old manifest lists for it (``sources``).
+    Order: the new files are written (atomically, content-addressed names), their
+    rows are checked (count and :class:`ContentHash` over (run, lumi, event,
+    jet_index) equal to the parts'), then the manifest is switched, then the parts
+    and the files of the old manifest are removed. A crash at any point leaves the
+    old manifest and its files, or the new ones, complete. Other ``part-*.parquet``
+    files (left by earlier runs in this run directory) are removed last; so is a
+    ``jets_padded.h5`` this run does not write.
+
+    Added columns: ``fold`` (k-fold index from the event hash of the split: every
+    jet of an event in the same fold), ``weight_flat`` and ``weight_reference``
+    (:mod:`jettracks.ml.weights`, from the training split). The manifest gets the
+    standardisation statistics of every numeric feature over the training split
+    (:mod:`jettracks.ml.stats`), the weight tables and the class weights.
 
     Args:
         ml_dir: the run's ``ml/`` directory.
         parts: file names (in ``ml_dir``) of this run's parts.
         config, selection, versions: recorded in the manifest.
-        hdf5: also write ``jets_padded.h5`` (needs padded columns).
+        hdf5: also write ``jets_padded.h5`` (needs padded columns); default False.
+        folds: number of folds k of the ``fold`` column (default :data:`DEFAULT_FOLDS`).
+        reference_flavour: reference class of ``weight_reference`` (default ``b``
+            when present, else the most populous flavour).
 
     Returns:
-        The manifest, plus ``removed_stale``: names of the parts removed.
+        The manifest, plus ``removed_stale``: names of the stale parts removed.
 
     Raises:
         FileNotFoundError: a part of this run is missing (never silently dropped).
+        ValueError: ``folds`` < 2, an unknown ``reference_flavour``, or parts of one
+            dataset with different columns.
+        RuntimeError: the finalized files do not hold exactly the parts' rows
+            (nothing is switched or removed then).
     """
-    import pyarrow.parquet as pq
+    from ..ml.cards import hf_card, hf_features, weaver_config
+    from ..ml.stats import feature_stats
+    from ..ml.weights import compute_reweighting
 
-
-
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
     ml_dir = Path(ml_dir)
     ml_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(set(parts))
-    missing = [n for n in names if not (ml_dir / n).is_file()]
+    old = _manifest(ml_dir)
+    src = _Sources(ml_dir, old.get("sources") or {})
+    missing = [n for n in names if not src.has(n)]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} ML part(s) of this run are missing from {ml_dir} (e.g. {missing[0]})"
         )
-    stale = sorted(p.name for p in ml_dir.glob("part-*.parquet") if p.name not in set(names))
-    for name in stale:
-        (ml_dir / name).unlink()
-    parts = [ml_dir / n for n in names]
-    present: dict[str, str] = {}
-    rows_split: dict[str, int] = {}
-    rows_label: dict[str, int] = {}
-    rows_dataset: dict[str, int] = {}
-    n_rows = 0
-    for part in parts:
-        table = pq.read_table(part, columns=None)
-        for field in table.schema:
-            present.setdefault(field.name, str(field.type))
-        n_rows += table.num_rows
-        for col, acc in (("split", rows_split), ("flavour", rows_label), ("dataset", rows_dataset)):
-            if col in table.column_names:
-                values, counts = np.unique(table.column(col).to_numpy(zero_copy_only=False), return_counts=True)
-                for v, c in zip(values, counts):
-                    acc[str(v)] = acc.get(str(v), 0) + int(c)
+
+    plan = _scan(names, src)
+    cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
+    reweighting = compute_reweighting(cat(plan.train_pt), cat(plan.train_abs_eta),
+                                      cat(plan.train_label).astype(str), reference=reference_flavour)
+    stats = {k: feature_stats(np.concatenate(v)).as_dict() for k, v in sorted(plan.train.items())}
+    tag = json.dumps([folds, reweighting.as_dict(), COMPRESSION, ROW_GROUP_ROWS,
+                      {d: hf_features(s) for d, s in sorted(plan.schemas.items())}], sort_keys=True)
+    files, sources = _file_plan(plan, tag)
+    for n in names:
+        sources.setdefault(n, [])  # a part without rows is finalized too
+    old_files = set(old.get("part_files") or []) if old.get("sources") is not None else set()
+    new_here = [f for f in files if not (ml_dir / f).exists()]
+    try:
+        schemas = _write_files(ml_dir, plan, files, src, folds=folds, reweighting=reweighting)
+        check = ContentHash()
+        import pyarrow.parquet as pq
+
+        for f in files:
+            check.add(pq.read_table(ml_dir / f, columns=list(KEY_COLUMNS)))
+        if str(check) != str(plan.content):
+            raise RuntimeError(
+                f"ML finalize: the finalized files hold {check} (rows:hash), the parts {plan.content}; nothing changed")
+    except BaseException:
+        for f in new_here:
+            (ml_dir / f).unlink(missing_ok=True)
+        raise
+
     columns = []
-    for name, arrow_type in present.items():
+    all_fields: dict[str, str] = {}
+    for schema in schemas.values():
+        for f in schema:
+            all_fields.setdefault(f.name, str(f.type))
+    for name, arrow_type in all_fields.items():
         doc = COLUMNS.get(name) or COLUMNS.get("pad_track_*" if name.startswith("pad_track_") else name)
-        columns.append(
-            {
-                "name": name,
-                "dtype": arrow_type,
-                "unit": doc.unit if doc else "",
-                "meaning": doc.meaning if doc else "undocumented",
-                "computed": doc.computed if doc else "",
-            }
-        )
-    manifest = {
-        "format": "parquet parts, one per chunk (part-*.parquet)",
-        "rows": n_rows,
-        "parts": len(parts),
-        "part_files": names,
-        "rows_per_split": rows_split,
-        "rows_per_label": rows_label,
-        "rows_per_dataset": rows_dataset,
+        columns.append({"name": name, "dtype": arrow_type, "unit": doc.unit if doc else "",
+                        "meaning": doc.meaning if doc else "undocumented", "computed": doc.computed if doc else ""})
+    part_files = sorted(files)
+    manifest: dict[str, Any] = {
+        "format": "parquet, finalized: part-DATASET-SPLIT-NNN-HASH.parquet (one dataset and split per file)",
+        "rows": plan.content.rows,
+        "parts": len(part_files),
+        "part_files": part_files,
+        "files_per_split": {s: [f for f in part_files if files[f]["split"] == s] for s in SPLITS},
+        "rows_per_split": plan.rows_split,
+        "rows_per_label": plan.rows_label,
+        "rows_per_dataset": plan.rows_dataset,
+        "rows_per_file": {f: files[f]["rows"] for f in part_files},
+        "arrow_bytes_per_file": {f: files[f]["nbytes"] for f in part_files},
+        "dataset_per_file": {f: files[f]["dataset"] for f in part_files},
+        "content_hash": str(plan.content),
+        "content_hash_definition": "rows:sum mod 2^64 of splitmix64(run, lumi, event, jet_index), hex",
         "split_fractions": dict(zip(SPLITS, SPLIT_FRACTIONS)),
+        "folds": folds,
+        "row_group_rows": ROW_GROUP_ROWS,
+        "compression": COMPRESSION,
+        "standardization": stats,
+        "weights": reweighting.as_dict(),
         "selection": dict(selection),
         "columns": columns,
         "config": dict(config),
         "versions": dict(versions),
+        "sources": {n: sources[n] for n in names},
     }
+    manifest["features"] = {d: hf_features(s) for d, s in sorted(schemas.items())}
     h5_path = None
-    if hdf5 and any(c["name"] == "pad_mask" for c in columns):
-        h5_path = _write_hdf5(ml_dir, parts)
+    if hdf5 and "pad_mask" in all_fields:
+        h5_path = _write_hdf5(ml_dir, [ml_dir / f for f in part_files])
         manifest["hdf5"] = h5_path.name
+    weaver = weaver_config(manifest)
+    if weaver:
+        with atomic_path(ml_dir / "weaver.yaml") as tmp:
+            tmp.write_text(weaver)
     else:
-        (ml_dir / "jets_padded.h5").unlink(missing_ok=True)  # an earlier run's, not this one's
-    with atomic_path(ml_dir / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        (ml_dir / "weaver.yaml").unlink(missing_ok=True)
+    with atomic_path(ml_dir / "manifest.json") as tmp:  # the switch
+        tmp.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     with atomic_path(ml_dir / "README.md") as tmp:
-        tmp.write_text(_readme(manifest))
+        tmp.write_text(hf_card(manifest) + _readme(manifest))
+    if h5_path is None:
+        (ml_dir / "jets_padded.h5").unlink(missing_ok=True)  # an earlier run's, not this one's
+    keep = set(part_files)
+    finalized = [n for n in names if n not in keep]
+    stale = sorted(p.name for p in ml_dir.glob("part-*.parquet")
+                   if p.name not in keep and p.name not in set(names) and p.name not in old_files)
+    for name in [*finalized, *sorted(old_files - keep), *stale]:
+        (ml_dir / name).unlink(missing_ok=True)
     return {**manifest, "removed_stale": stale}
+
+
+def refinalize(
+    path: str | os.PathLike, *, folds: int | None = None, reference_flavour: str | None = None,
+) -> dict[str, Any]:
+    """Finalize an existing dataset again (``python -m runner ml-finalize DIR``).
+
+    The dataset is what its manifest lists: the parts of a dataset never finalized
+    (``part_files``), or the parts of a finalized one (``sources``). Holds the run
+    directory's lock (when ``DIR`` is in a jettracks run directory) meanwhile.
+
+    Args:
+        path: the ``ml/`` directory, or the run directory holding it.
+        folds: k of the ``fold`` column (default: the manifest's, else :data:`DEFAULT_FOLDS`).
+        reference_flavour: reference of ``weight_reference`` (default: the manifest's).
+
+    Raises:
+        ValueError: no ``manifest.json`` there; OSError: the run directory is locked
+            by a run; FileNotFoundError: a listed part is missing.
+    """
+    from .rundir import MARKER, RunDirectory, RunDirError
+
+    ml_dir = Path(path)
+    if not (ml_dir / "manifest.json").is_file() and (ml_dir / "ml" / "manifest.json").is_file():
+        ml_dir = ml_dir / "ml"
+    old = _manifest(ml_dir)
+    if not old:
+        raise ValueError(f"{ml_dir}: no readable manifest.json (not a jettracks ML dataset)")
+    parts = list(old["sources"]) if old.get("sources") is not None else list(old.get("part_files") or [])
+    run_dir = ml_dir.parent
+    lock = RunDirectory(run_dir, "") if (run_dir / MARKER).is_file() else None
+    try:
+        if lock is not None:
+            lock._lock()  # one writer per run directory, as for a run
+    except RunDirError as err:
+        raise OSError(str(err)) from None
+    try:
+        return finalize(
+            ml_dir, parts=parts, config=old.get("config", {}), selection=old.get("selection", {}),
+            versions=old.get("versions", {}), hdf5=bool(old.get("hdf5")),
+            folds=folds or old.get("folds") or DEFAULT_FOLDS,
+            reference_flavour=reference_flavour or (old.get("weights") or {}).get("reference"),
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _write_files(ml_dir: Path, plan: _Plan, files: Mapping[str, dict[str, Any]], src: _Sources, *, folds: int,
+                 reweighting: Any) -> dict[str, Any]:
+    """Write every planned file, one dataset at a time, each part read once; return dataset -> schema.
+
+    Adds each file's in-memory (Arrow) size as ``files[name]["nbytes"]``.
+    """
+    schemas: dict[str, Any] = {}
+    for v in files.values():
+        v["nbytes"] = 0
+    for dataset in sorted(plan.parts):
+        writers: dict[str, _FileWriter] = {}
+        try:
+            for name in plan.parts[dataset]:
+                table = _with_derived(src.read(name), folds=folds, reweighting=reweighting)
+                schemas.setdefault(dataset, table.schema)
+                split = table.column("split").to_numpy(zero_copy_only=False).astype(str)
+                for s in SPLITS:
+                    rows = table.filter(_mask(split == s))
+                    if rows.num_rows == 0:
+                        continue
+                    if s not in writers:
+                        todo = [(f, v["rows"]) for f, v in sorted(files.items())
+                                if v["dataset"] == dataset and v["split"] == s]
+                        writers[s] = _FileWriter(ml_dir, todo, table.schema)
+                    files[writers[s].files[0][0]]["nbytes"] += rows.nbytes  # approximate across file edges
+                    writers[s].add(rows)
+            if any(w.files or w.buffered for w in writers.values()):
+                raise RuntimeError(f"ML finalize: dataset {dataset!r}: fewer rows read than planned")
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+    return schemas
 
 
 def _write_hdf5(ml_dir: Path, parts: list[Path]) -> Path:
@@ -372,8 +851,6 @@ def _write_hdf5(ml_dir: Path, parts: list[Path]) -> Path:
     import pyarrow.parquet as pq
 
     path = ml_dir / "jets_padded.h5"
-
-
     scalar = ["jet_pt", "jet_eta", "jet_phi", "jet_mass", "flavour_code", "is_signal", "run", "lumi", "event", "jet_index"]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for part in parts:
@@ -406,24 +883,39 @@ def _first_dataset(m: Mapping[str, Any]) -> str:
 
 
 def _readme(m: Mapping[str, Any]) -> str:
+    ds = _first_dataset(m)
     lines = [
         "# jettracks ML dataset",
         "",
         "One row per selected jet; track columns are variable-length lists (or fixed-length",
-        "`pad_*` arrays with `pad_mask`). Units: GeV, cm, radians.",
+        "`pad_*` arrays with `pad_mask`). Units: GeV, cm, radians. Files: one dataset and one",
+        "split each, `part-DATASET-SPLIT-NNN-HASH.parquet`, listed in `manifest.json`.",
         "",
         "Read it back in one line (from the run directory, the parent of `ml/`). Datasets of",
         "different formats have different columns: take the union of the columns (absent",
-        "values NaN/None) or read one dataset's parts (`ml/part-DATASET-*.parquet`):",
+        "values NaN/None) or read one dataset's files (`ml/part-DATASET-*.parquet`):",
         "",
         "```python",
-        "import glob; parts = glob.glob('ml/part-*.parquet')  # every dataset's parts",
+        "import glob; parts = glob.glob('ml/part-*.parquet')  # every dataset's files",
         "import pandas as pd; df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)  # pandas, union of columns",
         "import pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet as pq; t = ds.dataset(parts, schema=pa.unify_schemas([pq.read_schema(p) for p in parts])).to_table()  # pyarrow",
-        f"import awkward as ak; a = ak.from_parquet('ml/part-{_first_dataset(m)}-*.parquet')  # awkward, one dataset",
+        f"import awkward as ak; a = ak.from_parquet('ml/part-{ds}-*.parquet')  # awkward, one dataset",
         "```",
         "",
-        f"Rows: {m['rows']:,} in {m['parts']} parts.",
+        "Hugging Face `datasets` (the card above: train / validation / test), jettracks'",
+        "streaming loader (numpy batches, standardised with the training split's statistics,",
+        "weights), and weaver-core (`weaver.yaml`):",
+        "",
+        "```python",
+        "import datasets; dd = datasets.load_dataset('ml')  # DatasetDict: train, validation, test",
+        "import jettracks.ml; batch = next(jettracks.ml.batches('ml', split='train', features=['jet_pt', 'n_tracks'], weights='flat'))",
+        "```",
+        "",
+        "```bash",
+        "cd ml && weaver --data-config weaver.yaml --data-train 'part-*-train-*.parquet' --data-val 'part-*-validation-*.parquet' ...",
+        "```",
+        "",
+        f"Rows: {m['rows']:,} in {m['parts']} files; content hash {m.get('content_hash', '')} (rows:hash over run, lumi, event, jet_index).",
         "",
         "| split | rows |",
         "|---|---|",
@@ -434,6 +926,15 @@ def _readme(m: Mapping[str, Any]) -> str:
         *[f"| {k} | {v:,} |" for k, v in sorted(m["rows_per_label"].items())],
         "",
         "Selection: " + ", ".join(f"{k} = {v}" for k, v in m["selection"].items()),
+        "",
+        "## Standardisation, weights, folds",
+        "",
+        "`manifest.json` holds, from the training split only: `standardization` (per numeric",
+        "feature: median, p16, p84, mean, std, scale = max(p84 - median, median - p16), clip;",
+        "z = clip((x - median) / scale, -clip, clip)), `weights` (the (pT, |η|) bins, the",
+        "`flat` and `to_reference` tables per flavour behind the `weight_flat` and",
+        "`weight_reference` columns, `class_weights` = N / (K · N_class)). `fold` (0..k-1,",
+        f"k = {m.get('folds', '')}) comes from the same event hash as `split`.",
         "",
         "## Columns",
         "",

@@ -17,8 +17,10 @@ but read explicitly:
   NanoEvents under ``BaseSchema``); the outputs are summed by the caller.
 
 A sub-batch's ``metadata`` is the chunk's with ``entrystart``/``entrystop`` of the
-sub-batch (per-part names stay unique), plus ``previous_entry`` (the last entry of
-the previous sub-batch, for formats with one entry per jet) after the first.
+sub-batch (per-part names stay unique), plus ``previous_entry``: the ids (``run``,
+``luminosityBlock``/``lumi``, ``event``) of the entry just before the sub-batch,
+which formats with one entry per jet need to count each event once (absent for a
+sub-batch that begins its file).
 """
 
 from __future__ import annotations
@@ -161,7 +163,13 @@ def read_batches(
             )
         else:
             ranges = [(entry_start, entry_stop)]
+        # The entry before the chunk, from the file already open: a format with one entry
+        # per jet counts an event in the chunk holding its first jet.
+        ids = [b for b in _ID_BRANCHES if b in light]
         previous: dict[str, Any] | None = None
+        if entry_start > 0 and ids:
+            row = source.arrays(ids, entry_start=entry_start - 1, entry_stop=entry_start, how=dict)
+            previous = {b: _scalar(row[b][0]) for b in ids}
         for lo, hi in ranges:
             arrays: dict[str, Any] = {}
             if heavy:

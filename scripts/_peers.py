@@ -406,71 +406,79 @@ def child_jettracks(spec: dict) -> dict:
 
 
 def child_stages(spec: dict) -> dict:
-    """Where one jettracks chunk's time goes (a file = one chunk), as the runner engine reads it.
+    """Where one jettracks chunk's time goes (a file = one chunk), read as the engines read it.
 
-    NanoEvents (``BaseSchema``, virtual arrays) over one file, then
-    ``JetTrackProcessor.analyse`` (the reader materialises the columns inside it:
-    LZMA decompression, timed by wrapping uproot's LZMA codec, and interpretation),
-    the association kernel (wrapped), ``fill``, ``cutflow`` and the ML part.
-    The first file is a warm-up (numba cache load, imports); the figures are the others'.
+    Each file is one chunk through ``jettracks.engines.base.run_chunk`` with the engines'
+    ``ChunkReader`` (the processor's column plan and sub-batches where jettracks has them),
+    no checkpoint. Timed by wrapping: uproot's LZMA decompression, the association
+    kernel, and the processor's ``analyse`` (reading the columns, interpretation,
+    selection, association, flavour), ``fill``, ``cutflow`` and ML part writing.
+    ``read_other_s`` is the rest of the chunk: opening the file, reading and
+    interpreting outside ``analyse``, merging sub-batches. The first file is a warm-up
+    (numba cache load, lazy imports); the figures are the mean of the others.
     """
-    import awkward as ak  # noqa: F401
     import uproot
-    from coffea.nanoevents import BaseSchema, NanoEventsFactory
 
     import processors.jet_tracks as jt_mod
+    from jettracks.engines.base import ChunkSpec, reader_for, run_chunk
 
-    acc = {"decompress": 0.0, "kernel": 0.0}
+    acc: dict[str, float] = {}
+    inside: list[str] = []  # the processor stages being timed (decompression is charged to the innermost)
+
+    def wrap(owner, name: str, key: str):
+        original = getattr(owner, name)
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            inside.append(key)
+            try:
+                return original(*a, **kw)
+            finally:
+                inside.pop()
+                dt = time.perf_counter() - t
+                acc[key] = acc.get(key, 0.0) + dt
+                if inside and key in ("decompress", "kernel"):
+                    acc[f"{key}_in_{inside[-1]}"] = acc.get(f"{key}_in_{inside[-1]}", 0.0) + dt
+
+        setattr(owner, name, timed)
+        return original
+
     codec = uproot.compression._DecompressLZMA  # what uproot reads LZMA baskets with
-    original_decompress, original_kernel = codec.decompress, jt_mod.associate_tracks
-
-    def decompress(self, *a, **kw):
-        t = time.perf_counter()
-        try:
-            return original_decompress(self, *a, **kw)
-        finally:
-            acc["decompress"] += time.perf_counter() - t
-
-    def kernel(*a, **kw):
-        t = time.perf_counter()
-        try:
-            return original_kernel(*a, **kw)
-        finally:
-            acc["kernel"] += time.perf_counter() - t
-
-    codec.decompress, jt_mod.associate_tracks = decompress, kernel
+    saved = [(codec, "decompress", wrap(codec, "decompress", "decompress")),
+             (jt_mod, "associate_tracks", wrap(jt_mod, "associate_tracks", "kernel"))]
     ml_dir = tempfile.mkdtemp(prefix="jettracks-peers-ml-")
     proc = jt_mod.JetTrackProcessor(ml_dir=ml_dir, **CUTS)
+    for name, key in (("analyse", "analyse"), ("fill", "fill"), ("cutflow", "cutflow"), ("_write_ml_part", "ml_write")):
+        if hasattr(proc, name):
+            wrap(proc, name, key)
+    reader = reader_for(None, None)
     rows = []
     try:
         for path in spec["files"]:
-            acc.update(decompress=0.0, kernel=0.0)
-            row: dict[str, float] = {}
-            c0, t0 = time.process_time(), time.perf_counter()
+            acc.clear()
             with uproot.open(path) as f:
                 n = f[spec["tree"]].num_entries
-            events = NanoEventsFactory.from_root(
-                {path: spec["tree"]}, schemaclass=BaseSchema, mode="virtual", entry_start=0, entry_stop=n,
-                metadata={"dataset": "qcd", "format": "pfnano", "filename": path, "entrystart": 0, "entrystop": n},
-            ).events()
-            t1 = time.perf_counter()
-            chunk = proc.analyse(events, fmt="pfnano")
-            t2 = time.perf_counter()
-            proc.fill("qcd", chunk)
-            t3 = time.perf_counter()
-            proc.cutflow(chunk)
-            t4 = time.perf_counter()
-            proc._write_ml_part(dict(events.metadata), chunk)
-            t5 = time.perf_counter()
-            row = {
-                "events": n, "open_s": t1 - t0, "decompress_s": acc["decompress"], "kernel_s": acc["kernel"],
-                "analyse_other_s": (t2 - t1) - acc["decompress"] - acc["kernel"],
-                "fill_s": t3 - t2, "cutflow_s": t4 - t3, "ml_write_s": t5 - t4,
-                "chunk_s": t5 - t0, "chunk_cpu_s": time.process_time() - c0,
-            }
-            rows.append(row)
+            chunk = ChunkSpec("qcd", path, spec["tree"], 0, n, "", {"format": "pfnano", "is_mc": True})
+            c0, t0 = time.process_time(), time.perf_counter()
+            out, record = run_chunk(proc, chunk, reader)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            if out is None:
+                raise RuntimeError(f"stage profile chunk failed: {record.error}")
+            a = dict(acc)
+            rows.append({
+                "events": n, "chunk_s": wall, "chunk_cpu_s": cpu, "decompress_s": a.get("decompress", 0.0),
+                "kernel_s": a.get("kernel", 0.0),
+                # analyse may read columns lazily: decompression inside it is split out
+                "analyse_other_s": a.get("analyse", 0.0) - a.get("kernel_in_analyse", 0.0)
+                - a.get("decompress_in_analyse", 0.0),
+                "fill_s": a.get("fill", 0.0), "cutflow_s": a.get("cutflow", 0.0), "ml_write_s": a.get("ml_write", 0.0),
+            })
+            r = rows[-1]
+            r["read_other_s"] = wall - sum(r[k] for k in ("decompress_s", "kernel_s", "analyse_other_s", "fill_s",
+                                                          "cutflow_s", "ml_write_s"))
     finally:
-        codec.decompress, jt_mod.associate_tracks = original_decompress, original_kernel
+        for owner, name, original in saved:
+            setattr(owner, name, original)
         shutil.rmtree(ml_dir, ignore_errors=True)
     timed = rows[1:] or rows
     out = {k: sum(r[k] for r in timed) / len(timed) for k in timed[0]}
@@ -714,7 +722,7 @@ def section_peers(args) -> dict:
 
     if args.peers_profile:
         st = measure("stages", {**base, "files": [*warm, *files]})
-        for k in ("events", "open_s", "decompress_s", "analyse_other_s", "kernel_s", "fill_s", "cutflow_s",
+        for k in ("events", "decompress_s", "read_other_s", "analyse_other_s", "kernel_s", "fill_s", "cutflow_s",
                   "ml_write_s", "chunk_s", "chunk_cpu_s", "first_chunk_s"):
             res[f"peers_profile_chunk_{k}"] = _r(st[k])
         log("profiling one jettracks serial run (cProfile)")

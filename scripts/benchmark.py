@@ -141,8 +141,12 @@ tracks (histogram fills, flow included) equals jettracks' cut-flow
 ``tracks_valid_dxy`` and the coffea histogram's count (1 and 2 threads alike); the
 JetNtuple RDF count equals jettracks' ``tracks_in_cone``; serial and 2-worker cut
 flows agree. ``peers_load_average_1min_start``/``_end`` and ``*_load_before``: the
-machine's load (final figures belong to a quiet machine). ``--peers-profile``
-prints a cProfile of one more jettracks serial run to stderr.
+machine's load (final figures belong to a quiet machine). ``--peers-profile`` adds
+``peers_profile_chunk_*``: one 1,500-event chunk through the engines' ``run_chunk`` and
+``ChunkReader`` (column plan, sub-batches), split by wrapping uproot's LZMA
+decompression, the association kernel and the processor's ``analyse``/``fill``/
+``cutflow``/ML part (``read_other_s``: the rest: opening, interpretation, batching);
+and prints a cProfile of one more jettracks serial run to stderr.
 """
 
 from __future__ import annotations

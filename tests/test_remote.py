@@ -153,7 +153,8 @@ def test_entries_cache_skips_metadata_reads_and_refresh_ignores_it(
 ):
     _, pattern = served_sample
     first, n_first = _run_counting_metadata_tasks(local_client, _cfg(pattern, tmp_path / "r1"))
-    assert n_first == N_FILES  # cold cache: every file opened once for its metadata
+    # cold cache: every file opened once for its metadata (in batches: a task reads many files)
+    assert 1 <= n_first < N_FILES
     assert (cache_spy[-1].hits, cache_spy[-1].misses) == (0, N_FILES)
 
     # the cache file holds one record per URL (key "URL\tTREE") with entries and UUID
@@ -175,7 +176,7 @@ def test_entries_cache_skips_metadata_reads_and_refresh_ignores_it(
     third, n_third = _run_counting_metadata_tasks(
         local_client, _cfg(pattern, tmp_path / "r3"), refresh=True
     )
-    assert n_third == N_FILES  # refresh: every file opened again
+    assert n_third >= 1  # refresh: every file opened again (misses below)
     assert (cache_spy[-1].hits, cache_spy[-1].misses) == (0, N_FILES)
     assert third.report["entries"] == first.report["entries"]
     assert third.cutflow == first.cutflow

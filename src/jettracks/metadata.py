@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import RunError
 
-__all__ = ["FileMetadata", "collect_metadata", "file_metadata"]
+__all__ = ["FileMetadata", "collect_metadata", "file_metadata", "file_metadata_many"]
 
 
 @dataclass
@@ -53,37 +53,41 @@ def collect_metadata(fileset, *, client, ex, refresh: bool = False, console=None
     cache = _entry_cache(refresh)
     meta: dict[tuple[str, str], dict[str, Any]] = {}
     todo = []
-    for ds, spec in fileset.items():
-        for fname in spec["files"]:
-            hit = cache.get(fname, spec["treename"])
-            if hit is not None:
-                meta[(ds, fname)] = hit
-            else:
-                todo.append((ds, fname, spec["treename"]))
+    wanted = [(ds, fname, spec["treename"]) for ds, spec in fileset.items() for fname in spec["files"]]
+    # The cache stats every file: in parallel (one round trip each for a remote file).
+    hits = cache.get_many([(fname, tree) for _, fname, tree in wanted]) if wanted else []
+    for (ds, fname, tree), hit in zip(wanted, hits):
+        if hit is not None:
+            meta[(ds, fname)] = hit
+        else:
+            todo.append((ds, fname, tree))
     bad: list = []
     if todo:
+        names = [t[1] for t in todo]
+        trees = [t[2] for t in todo]
         if client is None:
-            results = []
-            for _, fname, tree in todo:
-                try:
-                    results.append(file_metadata(fname, tree, ex.xrootd_timeout))
-                except Exception as err:
-                    results.append(err)
+            results = file_metadata_many(names, trees, ex.xrootd_timeout, ex.retries)
         else:
+            # Batches of files, each read by a thread pool on a worker: opening a remote file
+            # is a few sequential round trips, so files are read many at a time.
+            n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+            size = max(min(-(-len(todo) // (2 * n_workers)), METADATA_BATCH), 1)
+            batches = [slice(i, i + size) for i in range(0, len(todo), size)]
             futures = client.map(
-                file_metadata,
-                [t[1] for t in todo],
-                [t[2] for t in todo],
-                [ex.xrootd_timeout] * len(todo),
+                file_metadata_many,
+                [names[b] for b in batches],
+                [trees[b] for b in batches],
+                [ex.xrootd_timeout] * len(batches),
+                [ex.retries] * len(batches),
                 pure=False,
                 retries=ex.retries,
             )
             results = []
-            for fut in futures:
+            for fut, b in zip(futures, batches):
                 try:
-                    results.append(fut.result())
-                except Exception as err:
-                    results.append(err)
+                    results.extend(fut.result())
+                except Exception as err:  # the task itself died: every file of the batch
+                    results.extend([err] * len(names[b]))
         for (ds, fname, tree), res in zip(todo, results):
             if isinstance(res, BaseException):
                 bad.append(ChunkFailure(ds, fname, 0, 0, error_line(res), stage="open"))
@@ -146,6 +150,33 @@ def _entry_cache(refresh: bool):
     return EntryCache(refresh=refresh)
 
 
+#: Files per metadata task (at most; fewer when the files are few, so every worker gets work).
+METADATA_BATCH = 256
+#: Files one task opens at a time (threads: opening is waiting on round trips, not CPU).
+METADATA_THREADS = 32
+
+
+def file_metadata_many(filenames: list[str], treenames: list[str], timeout: int, retries: int = 0,
+                       threads: int = METADATA_THREADS) -> list[dict[str, Any] | BaseException]:
+    """:func:`file_metadata` of each file, ``threads`` files at a time; a file's error (after
+    ``retries`` more attempts) is returned in its place, not raised."""
+    from .io.cache import map_threads
+
+    def one(i: int) -> dict[str, Any] | BaseException:
+        for attempt in range(int(retries) + 1):
+            try:
+                return file_metadata(filenames[i], treenames[i], timeout)
+            except Exception as err:  # noqa: BLE001 - recorded against the file
+                last = err
+                from .failures import is_permanent
+
+                if is_permanent(err):
+                    break
+        return last
+
+    return map_threads(one, list(range(len(filenames))), threads)
+
+
 def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
     """Entries and file UUID of one ROOT file (``numentries``, ``uuid`` bytes).
 
@@ -155,7 +186,9 @@ def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
 
     from .io.files import AutoSource
 
+    from .engines.handles import open_options
+
     handler = {"handler": AutoSource} if AutoSource is not None else {}
-    with uproot.open({filename: None}, timeout=timeout, **handler) as f:
+    with uproot.open({filename: None}, **open_options(filename, {"timeout": timeout, **handler})) as f:
         tree = f[treename]
         return {"numentries": int(tree.num_entries), "uuid": f.file.fUUID}

@@ -70,6 +70,33 @@ def run_engine(
     Raises:
         ValueError: unknown engine name.
     """
+    try:
+        return _run(name, fileset, meta, processor, client=client, ex=ex, branches=branches,
+                    checkpointer=checkpointer, progress=progress)
+    finally:  # the files kept open for later chunks (jettracks.engines.handles)
+        close_open_files(client)
+
+
+def close_open_files(client: Any = None) -> None:
+    """Close the files kept open by :mod:`jettracks.engines.handles` here and, with a
+    client, in every worker (fire and forget: a worker that is gone is not waited for)."""
+    from . import handles
+
+    handles.close_all()
+    if client is not None:
+        try:
+            client.run(_close_all_async, wait=False)
+        except Exception:  # noqa: BLE001 - an idle handle left open costs nothing but memory
+            pass
+
+
+async def _close_all_async() -> int:  # client.run(wait=False) takes coroutine functions only
+    from . import handles
+
+    return handles.close_all()
+
+
+def _run(name, fileset, meta, processor, *, client, ex, branches, checkpointer, progress) -> EngineResult:
     return get_engine(name).run(
         fileset,
         meta,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Literal
 from ..failures import error_line, is_permanent
 from .progress import Progress, ProgressState
 from ..io import rntuple as _rntuple
+from . import handles as _handles
 from . import reading as _reading
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -310,6 +311,8 @@ class ChunkReader:
     timeout: float | None = None
     uproot_options: Mapping[str, Any] | None = None
     batch_bytes: int = _reading.DEFAULT_BATCH_BYTES
+    #: keep opened files for the next chunk of the same file (:mod:`jettracks.engines.handles`)
+    reuse_files: bool = True
 
     def _open_options(self) -> dict[str, Any]:
         options = dict(self.uproot_options) if self.uproot_options is not None else _default_uproot_options()
@@ -320,6 +323,17 @@ class ChunkReader:
             options["timeout"] = self.timeout
         return options
 
+    def open_file(self, spec: ChunkSpec) -> ContextManager[Any]:
+        """The chunk's file (the dict form keeps a ':' in a path from being read as
+        "file:object"); with :attr:`reuse_files`, opened once per worker process and reused by
+        the file's later chunks (:mod:`jettracks.engines.handles`: keyed by name, UUID and
+        options, bounded, closed when the run ends)."""
+        if not self.reuse_files:
+            import uproot
+
+            return uproot.open({spec.filename: None}, **_handles.open_options(spec.filename, self._open_options()))
+        return _handles.handles.open(spec.filename, spec.fileuuid, self._open_options())
+
     @contextlib.contextmanager
     def batches(self, spec: ChunkSpec, columns: Iterable[str]) -> Iterator[Iterator[Any]]:
         """The chunk read by a column plan, in sub-batches (:mod:`jettracks.engines.reading`).
@@ -329,7 +343,7 @@ class ChunkReader:
         """
         import uproot
 
-        with uproot.open({spec.filename: None}, **self._open_options()) as rootfile:
+        with self.open_file(spec) as rootfile:
             source = rootfile[spec.treename]
             if _rntuple.is_rntuple(source):
                 with self(spec) as events:
@@ -349,7 +363,7 @@ class ChunkReader:
         options = self._open_options()
         iteritems = {"filter_name": list(self.branches)} if self.branches is not None else {}
         # The dict form keeps a ':' in a path from being read as "file:object".
-        with uproot.open({spec.filename: None}, **options) as rootfile:
+        with self.open_file(spec) as rootfile:
             # An RNTuple: its fields under the TTree names the readers use (jettracks.io.rntuple).
             source = rootfile[spec.treename]
             is_rntuple = _rntuple.is_rntuple(source)
@@ -460,6 +474,19 @@ def column_plan(processor: Any, spec: ChunkSpec) -> list[str] | None:
 
 
 def _process(processor: Any, spec: ChunkSpec, read_events: ReadEvents) -> Any:
+    """:func:`_process_once`; when that failed on a file handle kept from an earlier chunk
+    (a connection broken meanwhile: :mod:`jettracks.engines.handles`), once more on a fresh
+    open, without counting an attempt."""
+    _handles.last_failure_reused()  # reset this thread's flag
+    try:
+        return _process_once(processor, spec, read_events)
+    except Exception:
+        if not _handles.last_failure_reused():
+            raise
+    return _process_once(processor, spec, read_events)
+
+
+def _process_once(processor: Any, spec: ChunkSpec, read_events: ReadEvents) -> Any:
     """``processor.process`` over the chunk: sub-batch by sub-batch with a column plan
     (outputs summed), else once over the lazily read NanoEvents."""
     plan = column_plan(processor, spec)

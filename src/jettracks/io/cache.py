@@ -18,7 +18,7 @@ from typing import Any
 from .atomic import write_text_atomic
 from .xrootd import _xrootd_fs, is_url, is_xrootd, split_xrootd_url
 
-__all__ = ["EntryCache", "file_signature"]
+__all__ = ["STAT_THREADS", "EntryCache", "file_signature", "map_threads"]
 
 
 def file_signature(name: str, *, timeout: int = 30) -> tuple[str, int, float] | None:
@@ -57,6 +57,20 @@ def file_signature(name: str, *, timeout: int = 30) -> tuple[str, int, float] | 
     except OSError:
         return None
     return os.path.abspath(name), int(st.st_size), float(st.st_mtime)
+
+
+#: Files stat'ed at a time by :meth:`EntryCache.get_many`.
+STAT_THREADS = 64
+
+
+def map_threads(fn, items: list, threads: int) -> list:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads (in order; exceptions propagate)."""
+    if len(items) <= 1 or threads <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="jettracks-io") as pool:
+        return list(pool.map(fn, items))
 
 
 def _default_cache_path() -> Path:
@@ -161,7 +175,22 @@ class EntryCache:
         if self.refresh:
             self.misses += 1
             return None
-        sig = self._signature(name, fresh=True)
+        return self._lookup(name, treename, self._signature(name, fresh=True))
+
+    def get_many(self, items: list[tuple[str, str]], *, threads: int = STAT_THREADS) -> list[Any]:
+        """:meth:`get` of every ``(file, tree)``, the files stat'ed in parallel (``threads``
+        at a time: one round trip each for a remote file, which at 50 ms RTT made a cached
+        step of 2,000 files take 100 s one after the other). The signatures are kept for
+        :meth:`put`, also with ``refresh``."""
+        names = list(dict.fromkeys(n for n, _ in items))
+        sigs = map_threads(lambda n: file_signature(n, timeout=self.timeout), names, threads)
+        self._signatures.update(zip(names, sigs))
+        if self.refresh:
+            self.misses += len(items)
+            return [None] * len(items)
+        return [self._lookup(n, t, self._signatures[n]) for n, t in items]
+
+    def _lookup(self, name: str, treename: str, sig: tuple[str, int, float] | None) -> Any:
         if sig is None:
             self.misses += 1
             return None

@@ -156,6 +156,16 @@ class ExecutorConfig(_Strict):
             (``dask_awkward.from_map`` over the same chunks); same checkpoints, retries,
             failure capture and results (:mod:`jettracks.engines`).
         cluster: extra options for the backend (jobqueue: cores, memory, walltime, ...).
+        batch_mb: target uncompressed MiB of the heavy branches (PF candidates) a worker
+            holds at once: a chunk is read and processed in sub-batches of about this size,
+            cut at basket boundaries (:mod:`jettracks.engines.reading`). Default 16.
+        cache: a column cache directory (:mod:`jettracks.io.column_cache`), a path every
+            worker sees, or None (default): the columns a run reads are stored there and
+            reruns read them instead of decompressing the ROOT files again.
+        cache_max_gb: the cache's size bound (GB, 1e9 bytes); least recently used entries
+            go first. Default 20.
+        cache_compression: Arrow IPC compression of cache entries: ``none`` (default,
+            fastest), ``lz4`` or ``zstd`` (~40% smaller for PF candidates, ~6x slower to read).
     """
 
     backend: str = "local"
@@ -169,6 +179,17 @@ class ExecutorConfig(_Strict):
     xrootd_timeout: int = Field(default=60, ge=1, le=3600)
     engine: Literal["runner", "dask-awkward"] = "runner"
     cluster: dict[str, Any] = Field(default_factory=dict)
+    batch_mb: float = Field(default=16.0, gt=0, le=65536)
+    cache: str | None = None
+    cache_max_gb: float = Field(default=20.0, gt=0)
+    cache_compression: Literal["none", "lz4", "zstd"] = "none"
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty path; give a directory or leave the key out")
+        return value
 
     @field_validator("memory_limit")
     @classmethod
@@ -244,12 +265,20 @@ class OutputConfig(_Strict):
         ml: write per-jet ML columns as ``ml/part-*.parquet`` (written by the workers),
             with ``manifest.json`` and ``README.md`` describing every column.
         ml_dataset: options of the ML export (padding, HDF5).
+        transfer: how the workers' outputs (ML parts, checkpoints) reach ``dir``: ``shared``
+            (default: the workers write them; a worker that cannot see ``dir`` stops the run
+            at start with one line) or ``dask`` (for workers without the client's disk: parts
+            come back through Dask, the client writes them and the checkpoints).
+        transfer_mb: with ``transfer: dask``, the most ML-part MB one chunk may send back
+            (a larger chunk fails with one line; default 256).
     """
 
     dir: str = "outputs/run"
     plots: bool = True
     ml: bool = True
     ml_dataset: MLDatasetConfig = Field(default_factory=MLDatasetConfig)
+    transfer: Literal["shared", "dask"] = "shared"
+    transfer_mb: float = Field(default=256.0, gt=0)
 
 
 class RunConfig(_Strict):
@@ -400,6 +429,7 @@ def apply_overrides(
     backend: str | None = None,
     output_dir: str | os.PathLike | None = None,
     plots: bool | None = None,
+    cache: str | os.PathLike | None = None,
 ) -> RunConfig:
     """A copy of ``cfg`` with command-line overrides, validated like the file.
 
@@ -408,6 +438,7 @@ def apply_overrides(
         scheduler: a scheduler address; sets ``backend: scheduler`` too.
         output_dir: replace ``output.dir`` (an empty path is an error, never the cwd).
         plots: replace ``output.plots``.
+        cache: replace ``executor.cache`` (a column cache directory).
         backend: replace ``executor.backend`` (applied after ``scheduler``). The
             config's ``executor.cluster`` options are validated against the new
             backend.
@@ -423,6 +454,8 @@ def apply_overrides(
         data["backend"], data["scheduler"] = "scheduler", scheduler
     if backend is not None:
         data["backend"] = backend
+    if cache is not None:
+        data["cache"] = os.fspath(cache)
     try:
         ex = ExecutorConfig.model_validate(data)
     except ValidationError as err:

@@ -95,6 +95,7 @@ def run_config(
     backend: str | None = None,
     progress: bool = True,
     plots: bool | None = None,
+    cache: str | os.PathLike | None = None,
     skip_bad_files: bool = False,
     overwrite: bool = False,
     resume: bool = False,
@@ -111,6 +112,7 @@ def run_config(
         chunksize: override ``executor.chunksize`` (entries per chunk).
         max_files: override ``executor.max_files`` (files per dataset).
         output_dir: override ``output.dir``.
+        cache: override ``executor.cache`` (a column cache directory, ``--cache``).
         scheduler: attach to this Dask scheduler address (sets ``backend: scheduler``).
         backend: override ``executor.backend``.
         progress: show a progress bar.
@@ -145,7 +147,7 @@ def run_config(
         cfg = load_config(config)
     cfg = apply_overrides(
         cfg, workers=workers, chunksize=chunksize, max_files=max_files, scheduler=scheduler,
-        backend=backend, output_dir=output_dir, plots=plots,
+        backend=backend, output_dir=output_dir, plots=plots, cache=cache,
     )
     out_dir = Path(cfg.output.dir).expanduser().absolute()
     proc = load_processor(cfg, out_dir / "ml" if cfg.output.ml else None)
@@ -199,6 +201,20 @@ def _record_failure(out_dir: Path, name: str, fingerprint: str, message: str) ->
         pass  # the one-line error still reaches the user; the disk may be full
 
 
+def _check_cache(ex) -> None:
+    """A column cache directory that cannot be used stops the run with one line, before any chunk."""
+    if not ex.cache:
+        return
+    from .engines import reading_options
+    from .io.column_cache import CacheError, ColumnCache
+
+    opts = reading_options(ex)
+    try:
+        ColumnCache(opts["cache_dir"], max_bytes=opts["cache_max_bytes"], compression=opts["cache_compression"])
+    except CacheError as err:
+        raise RunError(f"executor.cache: {err}") from None
+
+
 def fingerprint_config(cfg: RunConfig) -> dict[str, Any]:
     """Every config option that changes an output: part of the run's fingerprint.
 
@@ -232,7 +248,7 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
     serial = ex.backend == "serial" and client is None
     cluster_ctx = OutputGuard(  # every worker must see out_dir
         cluster.serial() if serial else cluster.connect(ex, client=client, processor_class=cfg.processor.class_),
-        out_dir, console=console,
+        out_dir, console=console, transfer=cfg.output.transfer,
     )
     try:
         with cluster_ctx as handle:
@@ -245,9 +261,11 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
                 deduplicated=plan.deduplicated,
             )
             times["metadata"] = time.perf_counter()
+            _check_cache(ex)
             result = run_engine(
                 ex.engine, plan.fileset, files.meta, proc, client=handle.client, ex=ex,
                 branches=plan.branches, checkpointer=checkpointer, progress=progress,
+                transfer_bytes=_transfer_bytes(cfg, handle.client),
             )
             times["done"] = time.perf_counter()
             backend = {"backend": "serial" if serial else handle.backend, **handle.description}
@@ -302,6 +320,13 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
         ml_dir=out_dir / "ml" if cfg.output.ml else None,
         files={k: v["files"] for k, v in plan.fileset.items()},
     )
+
+
+def _transfer_bytes(cfg: RunConfig, client: Any) -> int | None:
+    """``output.transfer: dask`` on a cluster: the most ML-part bytes a chunk sends back; else None."""
+    if cfg.output.transfer != "dask" or client is None:
+        return None
+    return int(cfg.output.transfer_mb * 1e6)
 
 
 def _os_reason(err: OSError) -> str:

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunksize", type=_positive_int, help="entries per chunk")
     run.add_argument("--max-files", type=_positive_int, help="at most this many files per dataset")
     run.add_argument("--output", metavar="DIR", help="output directory (overrides output.dir)")
+    run.add_argument("--cache", metavar="DIR",
+                     help="column cache directory (overrides executor.cache): reruns read the columns "
+                          "stored there instead of decompressing the files again")
     run.add_argument("--skip-bad-files", action="store_true",
                      help="finish past files/chunks that keep failing; report what was skipped")
     run.add_argument("--overwrite", action="store_true",
@@ -89,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("file", help="path or URL (root://...)")
     insp.add_argument("--format", default="auto", help="check against this format (default: detect)")
 
+    cache = sub.add_parser(
+        "cache", help="inspect or clear a column cache",
+        description="A column cache directory (executor.cache / run --cache): 'info' prints what it "
+                    "holds, 'clear' removes every entry jettracks wrote (only in a directory marked as a cache).",
+    )
+    cache.add_argument("action", choices=("info", "clear"))
+    cache.add_argument("dir", metavar="DIR", help="the cache directory")
     rep = sub.add_parser(
         "report", help="rebuild report.html of a run directory",
         description="Rebuild OUTDIR/report.html from the run's report.json, plots and ML manifest.",
@@ -150,6 +160,7 @@ def _cmd_run(args) -> int:
             scheduler=args.scheduler,
             backend=args.backend,
             output_dir=args.output,
+            cache=args.cache,
             progress=not args.no_progress,
             plots=False if args.no_plots else None,
             skip_bad_files=args.skip_bad_files,
@@ -292,6 +303,26 @@ def _cmd_plan(args) -> int:
     return 0
 
 
+def _cmd_cache(args) -> int:
+    from jettracks.io.column_cache import CacheError, ColumnCache
+
+    try:
+        cache = ColumnCache.existing(args.dir)
+        if args.action == "clear":
+            removed = cache.clear()
+            print(f"{cache.root}: removed {removed:,} cached columns")
+            return 0
+        info = cache.info()
+    except (CacheError, OSError) as err:
+        print(_one_line(f"cache error: {err}"), file=sys.stderr)
+        return 1
+    print(f"{info.path}: {info.columns:,} columns of {info.trees:,} trees in {info.files:,} files, "
+          f"{info.bytes / 1e6:,.1f} MB")
+    for branch, size in sorted(info.by_branch_bytes.items(), key=lambda kv: -kv[1])[:20]:
+        print(f"  {branch:40s} {size / 1e6:10,.1f} MB")
+    return 0
+
+
 def _cmd_inspect(args) -> int:
     from jettracks.inspect import inspect_file
 
@@ -318,11 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_ml_finalize(parser.parse_args(argv))
     if not argv:
         argv = ["run", DEMO_CONFIG]
-    elif argv[0] not in ("run", "generate", "inspect", "report", "show", "plan", "-h", "--help"):
+    elif argv[0] not in ("run", "generate", "inspect", "report", "show", "plan", "cache", "-h", "--help"):
         argv = ["run", *argv]
     args = parser.parse_args(argv)
     handlers = {"run": _cmd_run, "generate": _cmd_generate, "inspect": _cmd_inspect}
-    handlers.update({"report": _cmd_report, "show": _cmd_show, "plan": _cmd_plan})
+    handlers.update({"report": _cmd_report, "show": _cmd_show, "plan": _cmd_plan, "cache": _cmd_cache})
     return handlers[args.command](args)
 
 

@@ -51,6 +51,7 @@ def run_engine(
     branches: Any = None,
     checkpointer: Any = None,
     progress: bool = False,
+    transfer_bytes: int | None = None,
 ) -> EngineResult:
     """Run engine ``name`` with the executor settings of a run (what ``execution`` calls).
 
@@ -62,17 +63,21 @@ def run_engine(
         processor: the coffea processor instance.
         client: ``distributed.Client``; ``None`` (default): in this process.
         ex: :class:`jettracks.config.ExecutorConfig` (uses ``chunksize`` (entries),
-            ``retries`` (extra attempts) and ``xrootd_timeout`` (seconds)).
+            ``retries`` (extra attempts), ``xrootd_timeout`` (seconds), ``batch_mb`` and
+            the ``cache`` options: :func:`reading_options`).
         branches: branches that may be read; ``None`` (default): all.
         checkpointer: :class:`jettracks.io.checkpoints.RunCheckpointer`; ``None`` (default): none.
         progress: draw a progress bar (default False).
+        transfer_bytes: ML parts and checkpoints through Dask, at most this many bytes of
+            parts a chunk (workers that do not see the output directory); ``None``: the
+            workers write them (default).
 
     Raises:
         ValueError: unknown engine name.
     """
     try:
         return _run(name, fileset, meta, processor, client=client, ex=ex, branches=branches,
-                    checkpointer=checkpointer, progress=progress)
+                    checkpointer=checkpointer, progress=progress, transfer_bytes=transfer_bytes)
     finally:  # the files kept open for later chunks (jettracks.engines.handles)
         close_open_files(client)
 
@@ -96,7 +101,8 @@ async def _close_all_async() -> int:  # client.run(wait=False) takes coroutine f
     return handles.close_all()
 
 
-def _run(name, fileset, meta, processor, *, client, ex, branches, checkpointer, progress) -> EngineResult:
+def _run(name, fileset, meta, processor, *, client, ex, branches, checkpointer, progress,
+         transfer_bytes=None) -> EngineResult:
     return get_engine(name).run(
         fileset,
         meta,
@@ -108,7 +114,23 @@ def _run(name, fileset, meta, processor, *, client, ex, branches, checkpointer, 
         checkpointer=checkpointer,
         progress=progress,
         xrootd_timeout=ex.xrootd_timeout,
+        transfer_bytes=transfer_bytes,
+        reading=reading_options(ex),
     )
+
+
+def reading_options(ex: Any) -> dict[str, Any]:
+    """:class:`ChunkReader` settings from an executor config: sub-batch size and column cache."""
+    import os
+
+    cache = getattr(ex, "cache", None)
+    compression = getattr(ex, "cache_compression", "none")
+    return {
+        "batch_bytes": int(float(getattr(ex, "batch_mb", 16.0)) * (1 << 20)),
+        "cache_dir": os.path.abspath(os.path.expanduser(cache)) if cache else None,
+        "cache_max_bytes": int(float(getattr(ex, "cache_max_gb", 20.0)) * 1e9),
+        "cache_compression": None if compression in (None, "none") else compression,
+    }
 
 
 def smoke_test(scheduler: Any = "sync") -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "get_engine",
     "plan_chunks",
     "run_chunk",
+    "transfer_outputs",
     "uuid_text",
 ]
 
@@ -200,6 +201,8 @@ class ChunkRecord:
     attempts: int = 0
     worker: str | None = field(default=None, compare=False)
     peak_rss_mb: float | None = field(default=None, compare=False)
+    #: ML part files a worker sends back through Dask (``{client path: bytes}``; output.transfer: dask)
+    payload: dict[str, bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def error_type(self) -> str | None:
@@ -305,6 +308,12 @@ class ChunkReader:
         timeout: ``uproot.open`` timeout in seconds (XRootD); ``None`` (default): uproot's.
         uproot_options: extra ``uproot.open`` options; by default the project's
             ``handler`` (:class:`jettracks.io.files.AutoSource`: direct XRootD for ``root://``).
+        batch_bytes: target uncompressed bytes of a sub-batch when a processor declares a
+            column plan (:meth:`batches`; default 16 MiB).
+        cache_dir: a column cache directory (:mod:`jettracks.io.column_cache`) for
+            :meth:`batches`, or None (default).
+        cache_max_bytes: the cache's size bound (bytes), or None (unbounded).
+        cache_compression: Arrow IPC compression of cache entries: None, ``lz4`` or ``zstd``.
     """
 
     branches: tuple[str, ...] | None = None
@@ -313,6 +322,11 @@ class ChunkReader:
     batch_bytes: int = _reading.DEFAULT_BATCH_BYTES
     #: keep opened files for the next chunk of the same file (:mod:`jettracks.engines.handles`)
     reuse_files: bool = True
+    #: ML parts come back through Dask, at most this many bytes a chunk (:func:`transfer_outputs`)
+    transfer_bytes: int | None = None
+    cache_dir: str | None = None
+    cache_max_bytes: int | None = None
+    cache_compression: str | None = None
 
     def _open_options(self) -> dict[str, Any]:
         options = dict(self.uproot_options) if self.uproot_options is not None else _default_uproot_options()
@@ -343,17 +357,35 @@ class ChunkReader:
         """
         import uproot
 
-        with self.open_file(spec) as rootfile:
-            source = rootfile[spec.treename]
-            if _rntuple.is_rntuple(source):
+        cache = self.column_cache()
+        with contextlib.ExitStack() as stack:
+            opened: list[Any] = []
+
+            def open_tree() -> Any:  # opened only when something must come from the file
+                if not opened:
+                    rootfile = stack.enter_context(self.open_file(spec))
+                    opened.append(rootfile[spec.treename])
+                return opened[0]
+
+            known = cache is not None and spec.fileuuid and cache.layout(spec.fileuuid, spec.treename)
+            if not known and _rntuple.is_rntuple(open_tree()):
                 with self(spec) as events:
                     yield iter([events])
                 return
             with _reading.read_batches(
-                source, spec.events_metadata(), list(columns),
+                open_tree, spec.events_metadata(), list(columns),
                 entry_start=spec.entrystart, entry_stop=spec.entrystop, batch_bytes=self.batch_bytes,
+                cache=cache,
             ) as batches:
                 yield batches
+
+    def column_cache(self) -> Any:
+        """The :class:`~jettracks.io.column_cache.ColumnCache` of :attr:`cache_dir`, or None."""
+        if self.cache_dir is None:
+            return None
+        from ..io.column_cache import ColumnCache
+
+        return ColumnCache(self.cache_dir, max_bytes=self.cache_max_bytes, compression=self.cache_compression)
 
     @contextlib.contextmanager
     def __call__(self, spec: ChunkSpec) -> Iterator[Any]:
@@ -423,6 +455,9 @@ def run_chunk(
     Returns:
         ``(output, record)``: the processor's output (``None`` when failed) and the record.
     """
+    limit = getattr(read_events, "transfer_bytes", None)
+    if limit is not None and getattr(processor, "ml_dir", None):
+        return _run_chunk_shipping_parts(processor, spec, read_events, retries, int(limit))
     t0 = time.perf_counter()
     worker = _worker_address()
     metadata = spec.events_metadata()
@@ -452,6 +487,87 @@ def run_chunk(
             if attempts > retries or is_permanent(err):
                 return None, ChunkRecord(spec, "failed", error_line(err), time.perf_counter() - t0, attempts, worker)
 
+
+# -- outputs through Dask (workers without the client's disk) ----------------------------------------
+def _run_chunk_shipping_parts(processor: Any, spec: ChunkSpec, read_events: Any, retries: int,
+                              limit: int) -> tuple[Any | None, ChunkRecord]:
+    """:func:`run_chunk` with the processor's ML parts written to a private temporary
+    directory of this worker, then carried back in the record (:attr:`ChunkRecord.payload`,
+    ``{client path: bytes}``) instead of being left on a disk the client does not see."""
+    import copy
+    import os
+    import shutil
+    import tempfile
+
+    client_dir = str(processor.ml_dir)
+    local = tempfile.mkdtemp(prefix="jettracks-parts-")
+    try:
+        mine = copy.copy(processor)
+        mine.ml_dir = local
+        out, record = run_chunk(mine, spec, read_events, None, retries)
+        parts = (out or {}).get("ml_parts") if isinstance(out, dict) else None
+        if parts:
+            payload: dict[str, bytes] = {}
+            for p in parts:
+                with open(p, "rb") as f:
+                    payload[os.path.join(client_dir, os.path.basename(p))] = f.read()
+            size = sum(len(b) for b in payload.values())
+            if size > limit:
+                return None, ChunkRecord(
+                    spec, "failed",
+                    f"TransferLimit: the chunk's ML parts are {size / 1e6:.1f} MB, over the "
+                    f"{limit / 1e6:.1f} MB a chunk may send back through Dask (output.transfer_mb): "
+                    "use smaller chunks or a shared output directory",
+                    record.seconds, record.attempts, record.worker)
+            out["ml_parts"] = list(payload)
+            record.payload = payload
+        return out, record
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def transfer_outputs(specs: list[ChunkSpec], processor: Any, checkpointer: Any, done: Callable,
+                     reader: Any, limit: int) -> tuple[list[ChunkSpec], Any, Callable, Any]:
+    """Outputs through Dask, for workers that cannot see the output directory.
+
+    The client loads the checkpoints (chunks with one are done at once, as ``checkpoint``
+    records), the workers get no checkpointer and a reader with ``transfer_bytes``, and each
+    finished chunk's ML parts (its record's ``payload``) and then its checkpoint are written
+    here, atomically, before the chunk counts as done.
+
+    Returns:
+        ``(specs to run, checkpointer for the workers (None), done callback, reader)``.
+    """
+    import dataclasses
+
+    from ..io.atomic import write_bytes_atomic
+
+    todo: list[int] = []
+    for i, spec in enumerate(specs):
+        saved = _load_checkpoint(checkpointer, spec.events_metadata(), processor) if checkpointer else None
+        if saved is not None:
+            done(i, saved, ChunkRecord(spec, "checkpoint", None, 0.0, 0, None))
+        else:
+            todo.append(i)
+
+    def finished(j: int, output: Any, record: ChunkRecord) -> None:
+        i = todo[j]
+        payload = record.payload or {}
+        record.payload = None
+        try:
+            for path, data in payload.items():
+                write_bytes_atomic(path, data)
+            if checkpointer is not None and record.status == "ok":
+                checkpointer.save({"out": output, "metrics": {"entries": specs[i].entries,
+                                                              "processtime": record.seconds}},
+                                  specs[i].events_metadata(), processor)
+        except OSError as err:
+            output, record = None, ChunkRecord(specs[i], "failed", error_line(err), record.seconds,
+                                               record.attempts, record.worker)
+        done(i, output, record)
+
+    shipped = dataclasses.replace(reader, transfer_bytes=int(limit)) if dataclasses.is_dataclass(reader) else reader
+    return [specs[i] for i in todo], None, finished, shipped
 
 def _worker_address() -> str | None:
     """The Dask worker running this call (its address), or None outside a worker."""
@@ -602,6 +718,8 @@ class Engine(abc.ABC):
         checkpointer: Any = None,
         progress: bool = False,
         xrootd_timeout: float | None = None,
+        transfer_bytes: int | None = None,
+        reading: Mapping[str, Any] | None = None,
     ) -> EngineResult:
         """Process every chunk of every file in ``meta``; failures are records, not exceptions.
 
@@ -621,6 +739,11 @@ class Engine(abc.ABC):
             progress: show progress (default False): chunks and files done, entries/s, ETA,
                 failures, dashboard link (:class:`~jettracks.engines.progress.Progress`).
             xrootd_timeout: ``uproot.open`` timeout in seconds; ``None`` (default): uproot's.
+            transfer_bytes: the workers cannot see the output directory (``output.transfer:
+                dask``): ML parts come back through Dask (at most this many bytes a chunk) and
+                checkpoints are loaded and saved here, at the client (:func:`transfer_outputs`).
+            reading: further :class:`ChunkReader` settings (``batch_bytes``, ``cache_dir``,
+                ``cache_max_bytes``, ``cache_compression``); ``None``: the defaults.
 
         Returns:
             :class:`EngineResult` with one record per planned chunk.
@@ -638,10 +761,16 @@ class Engine(abc.ABC):
                 totals.add(specs[i].dataset, output)
                 bar.advance(record)
 
-            self.process_chunks(
-                specs, processor, reader=reader_for(branches, xrootd_timeout), checkpointer=checkpointer,
-                retries=retries, client=client, done=done,
-            )
+            reader = reader_for(branches, xrootd_timeout, **(reading or {}))
+            run_specs = specs
+            if transfer_bytes is not None:  # the workers do not see the output directory
+                run_specs, checkpointer, done, reader = transfer_outputs(
+                    specs, processor, checkpointer, done, reader, transfer_bytes)
+            if run_specs:
+                self.process_chunks(
+                    run_specs, processor, reader=reader, checkpointer=checkpointer,
+                    retries=retries, client=client, done=done,
+                )
         return EngineResult(totals.result(processor), [records[i] for i in range(len(specs))], self.name)
 
     @abc.abstractmethod
@@ -703,10 +832,11 @@ def get_engine(name: str) -> Engine:
     return getattr(importlib.import_module(module_name), class_name)()
 
 
-def reader_for(branches: Any, xrootd_timeout: float | None) -> ChunkReader:
+def reader_for(branches: Any, xrootd_timeout: float | None, **reading: Any) -> ChunkReader:
     """The :class:`ChunkReader` an engine's ``run`` arguments describe (sorted branches: the
-    same reader, so the same reads, on every engine)."""
+    same reader, so the same reads, on every engine; ``reading``: its other settings)."""
     return ChunkReader(
         branches=tuple(sorted(set(branches))) if branches is not None else None,
         timeout=xrootd_timeout,
+        **reading,
     )

@@ -26,13 +26,14 @@ sub-batch that begins its file).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkColumns", "LIGHT_BYTES_PER_ENTRY", "DEFAULT_BATCH_BYTES", "batch_bounds", "read_batches"]
+__all__ = [
+    "ChunkColumns", "DEFAULT_BATCH_BYTES", "LIGHT_BYTES_PER_ENTRY", "batch_bounds", "read_batches", "tree_layout",
+]
 
 #: Branches with fewer uncompressed bytes an entry than this are read for the whole chunk at once.
 LIGHT_BYTES_PER_ENTRY = 64
@@ -76,15 +77,31 @@ class ChunkColumns(Mapping):
         return f"<ChunkColumns {meta.get('filename')} [{meta.get('entrystart')}, {meta.get('entrystop')}) {len(self)} branches>"
 
 
-@dataclass(frozen=True)
-class _BranchSize:
-    name: str
-    bytes_per_entry: float
+def tree_layout(source: Any, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """What planning a chunk needs of a tree, JSON-able (the column cache stores it).
 
-
-def _sizes(tree: Any, names: Sequence[str]) -> list[_BranchSize]:
-    n = max(int(tree.num_entries), 1)
-    return [_BranchSize(b, float(tree[b].uncompressed_bytes) / n) for b in names]
+    ``num_entries``; ``bytes_per_entry`` (uncompressed bytes / entries) of the branches
+    ``names`` that the tree has (``None``: every branch); ``basket_entries``
+    (``fBasketEntry``: basket boundaries) of those that are heavy.
+    """
+    n = max(int(source.num_entries), 1)
+    if names is None:  # every branch, under its full path and its own name (uproot accepts both)
+        wanted = [(path, branch) for path, branch in source.iteritems(recursive=True, full_paths=True)]
+        wanted += [(branch.name, branch) for _, branch in wanted]
+    else:
+        wanted = [(b, source[b]) for b in names if b in source]
+    sizes: dict[str, float] = {}
+    baskets: dict[str, list[int]] = {}
+    for name, branch in wanted:
+        if name in sizes:
+            continue
+        sizes[name] = float(branch.uncompressed_bytes) / n
+        if sizes[name] >= LIGHT_BYTES_PER_ENTRY:
+            baskets[name] = [int(x) for x in branch.member("fBasketEntry")[: branch.num_baskets + 1]]
+    return {
+        "num_entries": int(source.num_entries), "complete": names is None,
+        "bytes_per_entry": sizes, "basket_entries": baskets,
+    }
 
 
 def batch_bounds(
@@ -124,56 +141,106 @@ def _scalar(value: Any) -> Any:
 
 @contextlib.contextmanager
 def read_batches(
-    source: Any,
+    open_tree: Callable[[], Any],
     metadata: Mapping[str, Any],
     columns: Sequence[str],
     *,
     entry_start: int,
     entry_stop: int,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
+    cache: Any = None,
 ) -> Iterator[Iterator[ChunkColumns]]:
-    """Sub-batches of one chunk of an open TTree (see the module docstring).
+    """Sub-batches of one chunk of a TTree (see the module docstring).
 
     Args:
-        source: the uproot ``TTree``.
-        metadata: the chunk's ``events.metadata``.
-        columns: the branches to read (the column plan).
+        open_tree: returns the uproot ``TTree``; called only when something must be read
+            from the file (never for a chunk the column cache holds entirely).
+        metadata: the chunk's ``events.metadata`` (``fileuuid`` and ``treename`` key the cache).
+        columns: the branches to read (the column plan); branches the tree lacks are skipped.
         entry_start, entry_stop: the chunk.
         batch_bytes: target uncompressed bytes of the heavy branches in a sub-batch.
+        cache: a :class:`~jettracks.io.column_cache.ColumnCache`, or None. Columns it holds
+            are read from it; the others are read from the file and written to it, committed
+            when the chunk is done (an interrupted chunk leaves nothing).
 
     Yields an iterator of :class:`ChunkColumns`; arrays of a sub-batch are dropped
     before the next is read.
     """
+    key = None
+    if cache is not None and metadata.get("fileuuid"):
+        from ..io.column_cache import ChunkKey
+
+        key = ChunkKey(str(metadata["fileuuid"]), str(metadata.get("treename", "")), entry_start, entry_stop)
+    tree: list[Any] = []
+
+    def source() -> Any:
+        if not tree:
+            tree.append(open_tree())
+        return tree[0]
+
+    layout = cache.layout(key.fileuuid, key.treename) if key is not None else None
+    if layout is None or int(layout.get("num_entries", -1)) < entry_stop:
+        # Without a cache only the planned branches are measured (a NanoAOD has ~1,500).
+        layout = tree_layout(source(), None if key is not None else list(columns))
+        if key is not None:
+            cache.save_layout(key.fileuuid, key.treename, layout)
+    elif not layout.get("complete") and any(b not in layout["bytes_per_entry"] for b in columns):
+        # A name the stored layout does not list (an alias uproot resolves, or a branch the
+        # file lacks): ask the file.
+        extra = tree_layout(source(), [b for b in columns if b not in layout["bytes_per_entry"]])
+        layout["bytes_per_entry"].update(extra["bytes_per_entry"])
+        layout["basket_entries"].update(extra["basket_entries"])
+    sizes = layout["bytes_per_entry"]
     # Optional branches a file lacks are simply not read (the reader's ``check`` names
     # any required one that is missing).
-    names = [b for b in dict.fromkeys(columns) if b in source]
-    sizes = _sizes(source, names)
-    light = [s.name for s in sizes if s.bytes_per_entry < LIGHT_BYTES_PER_ENTRY]
-    heavy = [s for s in sizes if s.bytes_per_entry >= LIGHT_BYTES_PER_ENTRY]
+    names = [b for b in dict.fromkeys(columns) if b in sizes]
+    light = [b for b in names if sizes[b] < LIGHT_BYTES_PER_ENTRY]
+    heavy = [b for b in names if sizes[b] >= LIGHT_BYTES_PER_ENTRY]
+    if heavy:
+        top = max(heavy, key=lambda b: sizes[b])
+        ranges = batch_bounds(
+            np.asarray(layout["basket_entries"].get(top, [])), entry_start, entry_stop,
+            bytes_per_entry=sum(sizes[b] for b in heavy), batch_bytes=batch_bytes,
+        )
+    else:
+        ranges = [(entry_start, entry_stop)]
+    cached = {b: cache.get(key, b) for b in names} if key is not None else {}
+    writers = {b: cache.writer(key, b) for b in names if cached.get(b) is None} if key is not None else {}
+
+    def fetch(branches: list[str], lo: int, hi: int) -> dict[str, Any]:
+        out = {b: cached[b].read(lo, hi) for b in branches if cached.get(b) is not None}
+        rest = [b for b in branches if b not in out]
+        if rest:
+            read = source().arrays(rest, entry_start=lo, entry_stop=hi, how=dict)
+            for b in rest:
+                if b in writers:
+                    writers[b].append(read[b], lo, hi)
+            out.update(read)
+        return out
+
+    def previous_ids() -> dict[str, Any] | None:
+        ids = [b for b in _ID_BRANCHES if b in light]
+        if entry_start <= 0 or not ids:
+            return None
+        if key is not None:
+            stored = cache.previous_ids(key)
+            if stored is not None and set(stored) >= set(ids):
+                return stored
+        row = source().arrays(ids, entry_start=entry_start - 1, entry_stop=entry_start, how=dict)
+        found = {b: _scalar(row[b][0]) for b in ids}
+        if key is not None:
+            cache.save_previous_ids(key, found)
+        return found
+
+    complete: list[bool] = []
 
     def batches() -> Iterator[ChunkColumns]:
-        whole = source.arrays(light, entry_start=entry_start, entry_stop=entry_stop, how=dict) if light else {}
-        if heavy:
-            top = max(heavy, key=lambda s: s.bytes_per_entry)
-            branch = source[top.name]
-            basket_entries = np.asarray(branch.member("fBasketEntry")[: branch.num_baskets + 1])
-            ranges = batch_bounds(
-                basket_entries, entry_start, entry_stop,
-                bytes_per_entry=sum(s.bytes_per_entry for s in heavy), batch_bytes=batch_bytes,
-            )
-        else:
-            ranges = [(entry_start, entry_stop)]
-        # The entry before the chunk, from the file already open: a format with one entry
-        # per jet counts an event in the chunk holding its first jet.
-        ids = [b for b in _ID_BRANCHES if b in light]
-        previous: dict[str, Any] | None = None
-        if entry_start > 0 and ids:
-            row = source.arrays(ids, entry_start=entry_start - 1, entry_stop=entry_start, how=dict)
-            previous = {b: _scalar(row[b][0]) for b in ids}
+        whole = fetch(light, entry_start, entry_stop) if light else {}
+        # The entry before the chunk: a format with one entry per jet counts an event in
+        # the chunk holding its first jet.
+        previous = previous_ids()
         for lo, hi in ranges:
-            arrays: dict[str, Any] = {}
-            if heavy:
-                arrays.update(source.arrays([s.name for s in heavy], entry_start=lo, entry_stop=hi, how=dict))
+            arrays: dict[str, Any] = fetch(heavy, lo, hi) if heavy else {}
             for name, array in whole.items():
                 arrays[name] = array[lo - entry_start : hi - entry_start]
             meta = {**metadata, "entrystart": lo, "entrystop": hi}
@@ -184,5 +251,17 @@ def read_batches(
                 previous = {b: _scalar(arrays[b][-1]) for b in ids}
             yield ChunkColumns(arrays, meta)
             del arrays
+        complete.append(True)
 
-    yield batches()
+    try:
+        yield batches()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    else:
+        # Published only when the whole chunk was read: a cache entry always covers its range.
+        for w in writers.values():
+            w.commit() if complete else w.abort()
+        if writers:
+            cache.evict()

@@ -1,0 +1,345 @@
+"""The column cache: decompressed branches of the chunks a run read, for the next run.
+
+A physicist reruns the same files with another cut; decompressing LZMA PFNano is
+most of a run (~1 ms an event). With ``executor.cache: DIR`` the workers store
+every column they read, and later runs read it back instead of the ROOT file
+(only branches the cache lacks come from the file; a fully cached chunk does not
+open the file at all).
+
+Layout of ``DIR`` (one directory the workers all see)::
+
+    .jettracks-cache                       marker: jettracks clears only directories with it
+    <uuid>/<tree>/layout.json              entries, bytes per entry and basket boundaries
+    <uuid>/<tree>/<start>-<stop>/<branch>.arrow   one column of one chunk (Arrow IPC file,
+                                            one record batch per sub-batch)
+    <uuid>/<tree>/<start>-<stop>/<branch>.json    its size and CRC-32: written last
+
+Keys: the file's UUID (a changed file has a new UUID: it misses), the tree path,
+the chunk's entry range and the branch name. Correctness rules:
+
+* an entry is used only when its ``.json`` exists and the ``.arrow`` file has
+  exactly the recorded size and CRC-32: a truncated or corrupted entry is
+  discarded (both files removed) and the column is read from the ROOT file;
+* every file is written under a temporary name and renamed (:mod:`.atomic`), the
+  checksum record last, so concurrent writers of one entry are safe: the last
+  rename wins and a reader sees either a complete pair or a mismatch it discards;
+* size-bounded: after a chunk is written, least-recently-used entries (by the
+  checksum record's mtime, refreshed on every hit) are removed until the cache
+  holds at most ``max_bytes``.
+
+Format, measured on PFNano candidates (300 events, ``PFCands_pt``): Arrow IPC
+uncompressed 2.31 MB read in 0.40 ms, LZ4 1.99 MB in 1.17 ms, ZSTD 1.38 MB in
+2.33 ms; ``compression`` chooses (default ``None``: the cache exists for speed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path, write_text_atomic
+
+__all__ = ["CacheError", "CacheInfo", "CachedColumn", "ChunkKey", "ColumnCache", "ColumnWriter", "MARKER"]
+
+#: The file that marks a directory as a jettracks column cache.
+MARKER = ".jettracks-cache"
+
+_CHUNK = 1 << 20
+
+
+class CacheError(RuntimeError):
+    """A cache directory jettracks cannot use or must not touch (one line)."""
+
+
+@dataclass(frozen=True)
+class ChunkKey:
+    """What a cached column belongs to: file UUID, tree path, chunk entry range."""
+
+    fileuuid: str
+    treename: str
+    entrystart: int
+    entrystop: int
+
+    def tree_dir(self, root: Path) -> Path:
+        tree = hashlib.sha1(self.treename.encode()).hexdigest()[:12]
+        return root / _safe(self.fileuuid) / tree
+
+    def chunk_dir(self, root: Path) -> Path:
+        return self.tree_dir(root) / f"{self.entrystart}-{self.entrystop}"
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
+
+
+def _branch_file(branch: str) -> str:
+    # Branch names may hold '/', '.', ':' (Delphes, TreeMaker): hash them into a file name.
+    return f"{_safe(branch)[:60]}-{hashlib.sha1(branch.encode()).hexdigest()[:10]}"
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+@dataclass
+class CachedColumn:
+    """A validated cache entry: one column of one chunk, read by entry range.
+
+    Attributes:
+        path: the Arrow IPC file.
+        batches: ``[start, stop)`` entry ranges of its record batches, in order.
+    """
+
+    path: Path
+    batches: list[tuple[int, int]]
+
+    def read(self, start: int, stop: int) -> Any:
+        """Entries ``[start, stop)`` as an awkward array (only the overlapping batches are read)."""
+        import awkward as ak
+        import pyarrow as pa
+
+        parts = []
+        # Not closed here: the arrays may share the mapped buffers (zero-copy), which keep
+        # the mapping alive for as long as they live.
+        reader = pa.ipc.open_file(pa.memory_map(str(self.path)))
+        for i, (lo, hi) in enumerate(self.batches):
+            if start == stop and lo <= start <= hi:  # an empty range (a file without entries)
+                return ak.from_arrow(reader.get_batch(i).column(0))[0:0]
+            if hi <= start or lo >= stop:
+                continue
+            part = ak.from_arrow(reader.get_batch(i).column(0))
+            parts.append(part[max(start - lo, 0) : min(stop, hi) - lo])
+        if not parts:
+            raise CacheError(f"{self.path}: no batch covers entries [{start}, {stop})")
+        return parts[0] if len(parts) == 1 else ak.concatenate(parts)
+
+
+class ColumnWriter:
+    """Writes one column of one chunk batch by batch; :meth:`commit` publishes it."""
+
+    def __init__(self, cache: ColumnCache, key: ChunkKey, branch: str) -> None:
+        self.cache, self.key, self.branch = cache, key, branch
+        self._batches: list[tuple[int, int]] = []
+        self._writer: Any = None
+        self._atomic = atomic_path(cache.column_path(key, branch))
+        self._tmp: Path | None = None
+
+    def append(self, array: Any, start: int, stop: int) -> None:
+        """Add entries ``[start, stop)`` (an awkward array of that length)."""
+        import awkward as ak
+        import pyarrow as pa
+
+        batch = pa.RecordBatch.from_arrays([ak.to_arrow(array, extensionarray=True)], ["values"])
+        if self._writer is None:
+            self._tmp = self._atomic.__enter__()
+            options = pa.ipc.IpcWriteOptions(compression=self.cache.compression)
+            self._writer = pa.ipc.new_file(str(self._tmp), batch.schema, options=options)
+        self._writer.write_batch(batch)
+        self._batches.append((int(start), int(stop)))
+
+    def commit(self) -> None:
+        """Close the file, rename it into place, then write its checksum record."""
+        if self._writer is None:
+            return
+        self._writer.close()
+        assert self._tmp is not None
+        record = {"bytes": self._tmp.stat().st_size, "crc32": _crc32(self._tmp), "batches": self._batches,
+                  "branch": self.branch}
+        self._atomic.__exit__(None, None, None)
+        write_text_atomic(self.cache.record_path(self.key, self.branch), json.dumps(record))
+        self._writer = None
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._atomic.__exit__(RuntimeError, None, None)
+                self._writer = None
+
+
+@dataclass
+class CacheInfo:
+    """What a cache directory holds (``python -m runner cache info``)."""
+
+    path: str
+    files: int = 0
+    columns: int = 0
+    bytes: int = 0
+    trees: int = 0
+    by_branch_bytes: dict[str, int] = field(default_factory=dict)
+
+
+class ColumnCache:
+    """A column cache directory (see the module docstring).
+
+    Args:
+        root: the cache directory; created (with its marker) when absent. An existing
+            non-empty directory without the marker is refused: it is not a cache.
+        max_bytes: size bound (bytes); ``None``: unbounded.
+        compression: Arrow IPC buffer compression, ``None`` (default), ``"lz4"`` or ``"zstd"``.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, max_bytes: int | None = None, compression: str | None = None) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.max_bytes = max_bytes
+        if compression not in (None, "lz4", "zstd"):
+            raise CacheError(f"cache compression must be none, lz4 or zstd, got {compression!r}")
+        self.compression = compression
+        marker = self.root / MARKER
+        if not marker.exists():
+            if self.root.exists() and not self.root.is_dir():
+                raise CacheError(f"cache {self.root}: exists and is not a directory")
+            if self.root.is_dir() and any(self.root.iterdir()):
+                raise CacheError(
+                    f"cache {self.root}: a non-empty directory that is not a jettracks column cache "
+                    f"(no {MARKER}); give an empty or new directory"
+                )
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(marker, "jettracks column cache\n")
+            except OSError as err:
+                raise CacheError(f"cache {self.root}: cannot create it ({err.strerror or err})") from None
+
+    # -- paths --------------------------------------------------------------------
+    def column_path(self, key: ChunkKey, branch: str) -> Path:
+        return key.chunk_dir(self.root) / f"{_branch_file(branch)}.arrow"
+
+    def record_path(self, key: ChunkKey, branch: str) -> Path:
+        return key.chunk_dir(self.root) / f"{_branch_file(branch)}.json"
+
+    def layout_path(self, fileuuid: str, treename: str) -> Path:
+        return ChunkKey(fileuuid, treename, 0, 0).tree_dir(self.root) / "layout.json"
+
+    # -- tree layout ------------------------------------------------------------------
+    def layout(self, fileuuid: str, treename: str) -> dict[str, Any] | None:
+        """The stored layout of a file's tree, or None."""
+        try:
+            return json.loads(self.layout_path(fileuuid, treename).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_layout(self, fileuuid: str, treename: str, layout: Mapping[str, Any]) -> None:
+        write_text_atomic(self.layout_path(fileuuid, treename), json.dumps(dict(layout)))
+
+    def previous_ids(self, key: ChunkKey) -> dict[str, Any] | None:
+        """The ids of the entry before the chunk, as stored by :meth:`save_previous_ids`."""
+        try:
+            return json.loads((key.chunk_dir(self.root) / "previous.ids").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_previous_ids(self, key: ChunkKey, ids: Mapping[str, Any]) -> None:
+        write_text_atomic(key.chunk_dir(self.root) / "previous.ids", json.dumps(dict(ids)))
+
+    # -- columns ----------------------------------------------------------------------
+    def get(self, key: ChunkKey, branch: str) -> CachedColumn | None:
+        """The validated entry, or None (absent; damaged ones are removed first)."""
+        record_path, column_path = self.record_path(key, branch), self.column_path(key, branch)
+        try:
+            record = json.loads(record_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            self._discard(record_path, column_path)
+            return None
+        try:
+            ok = (
+                record.get("branch") == branch
+                and column_path.stat().st_size == int(record["bytes"])
+                and _crc32(column_path) == int(record["crc32"])
+            )
+        except (OSError, KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            self._discard(record_path, column_path)
+            return None
+        try:
+            os.utime(record_path)  # least recently used = oldest record mtime
+        except OSError:
+            pass
+        return CachedColumn(column_path, [(int(a), int(b)) for a, b in record["batches"]])
+
+    def writer(self, key: ChunkKey, branch: str) -> ColumnWriter:
+        return ColumnWriter(self, key, branch)
+
+    @staticmethod
+    def _discard(*paths: Path) -> None:
+        for p in paths:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    # -- size bound --------------------------------------------------------------------
+    def _entries(self) -> list[tuple[float, int, Path, Path]]:
+        out = []
+        for record in self.root.glob("*/*/*/*.json"):
+            column = record.with_suffix(".arrow")
+            try:
+                out.append((record.stat().st_mtime, column.stat().st_size + record.stat().st_size, record, column))
+            except OSError:
+                continue
+        return out
+
+    def evict(self) -> int:
+        """Remove least-recently-used entries until the cache fits ``max_bytes``; bytes freed."""
+        if self.max_bytes is None:
+            return 0
+        entries = sorted(self._entries(), key=lambda e: e[0])
+        total = sum(e[1] for e in entries)
+        freed = 0
+        for _, size, record, column in entries:
+            if total <= self.max_bytes:
+                break
+            self._discard(record, column)
+            total -= size
+            freed += size
+        return freed
+
+    # -- info / clear --------------------------------------------------------------------
+    def info(self) -> CacheInfo:
+        out = CacheInfo(str(self.root))
+        trees = set()
+        for _, size, record, _column in self._entries():
+            out.columns += 1
+            out.bytes += size
+            trees.add(record.parent.parent)
+            try:
+                branch = json.loads(record.read_text()).get("branch", record.stem)
+            except (OSError, ValueError):
+                branch = record.stem
+            out.by_branch_bytes[branch] = out.by_branch_bytes.get(branch, 0) + size
+        out.trees = len(trees)
+        out.files = len({t.parent for t in trees})
+        return out
+
+    def clear(self) -> int:
+        """Remove every entry jettracks wrote (the marker stays); the number of columns removed."""
+        removed = 0
+        for child in self.root.iterdir():
+            if child.name == MARKER:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                removed += sum(1 for _ in child.glob("*/*/*.json"))
+                shutil.rmtree(child)
+        return removed
+
+    @classmethod
+    def existing(cls, root: str | os.PathLike) -> ColumnCache:
+        """Open a directory that must already be a cache (for ``info``/``clear``)."""
+        path = Path(root).expanduser().absolute()
+        if not (path / MARKER).exists():
+            raise CacheError(f"{path}: not a jettracks column cache (no {MARKER}); nothing done")
+        return cls(path)

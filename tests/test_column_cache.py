@@ -1,0 +1,247 @@
+"""The column cache: reruns read stored columns, never stale or damaged ones.
+
+Every result with the cache is compared with the same run without it (histograms,
+cut flow, entries, notices, ML rows: ``assert_same_output``), over the fault
+suite of the engine parity tests, both engines.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from jettracks.engines import ENGINES, get_engine
+from jettracks.engines.base import ChunkReader
+from jettracks.io.checkpoints import RunCheckpointer
+from jettracks.io.column_cache import MARKER, CacheError, ChunkKey, ColumnCache
+from jettracks_testing import samples
+from processors.jet_tracks import JetTrackProcessor
+from test_engine_parity import CHUNKSIZE, FAULTS, PFNANO, _meta_of, assert_same_output, make_input
+
+pytestmark = pytest.mark.skipif(PFNANO is None, reason="the real CMS files are absent")
+
+
+def _run(engine, fileset, meta, tmp: Path, *, cache: Path | None, cone_dr=0.5, client=None):
+    proc = JetTrackProcessor(ml_dir=str(tmp / "ml"), cone_dr=cone_dr)
+    reading = {"cache_dir": str(cache)} if cache is not None else {}
+    return get_engine(engine).run(
+        fileset, meta, proc, client=client, chunksize=CHUNKSIZE, retries=1,
+        checkpointer=RunCheckpointer(tmp / "checkpoints"), progress=False, xrootd_timeout=30,
+        reading=reading,
+    )
+
+
+@pytest.fixture
+def file_opens(monkeypatch):
+    """Counts the chunk reader's opens of ROOT files (the cache's whole point is to avoid them)."""
+    calls: list[int] = []
+    original = ChunkReader._open_options
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(ChunkReader, "_open_options", counting)
+    return calls
+
+
+# Every fault on the runner engine; the dask-awkward engine (the same run_chunk, so the
+# same reading) on a clean input and a damaged one.
+_CASES = [("runner", f) for f in FAULTS] + [
+    (e, f) for e in sorted(ENGINES) if e != "runner" for f in ("none", "truncated")
+]
+
+
+@pytest.mark.parametrize(("engine", "fault"), _CASES)
+def test_cached_runs_equal_uncached_per_fault(engine, fault, tmp_path, local_client):
+    fileset, meta, _ = make_input(fault, tmp_path / "input")
+    cache = tmp_path / "cache"
+    want = _run(engine, fileset, meta, tmp_path / "plain", cache=None, client=local_client)
+    first = _run(engine, fileset, meta, tmp_path / "first", cache=cache, client=local_client)
+    again = _run(engine, fileset, meta, tmp_path / "again", cache=cache, client=local_client)
+    for got in (first, again):
+        assert_same_output(got, want)
+        assert [(r.spec.key, r.status, r.error_type) for r in got.records] == [
+            (r.spec.key, r.status, r.error_type) for r in want.records
+        ]
+    # Failed chunks leave nothing behind: every stored column covers its whole chunk.
+    cc = ColumnCache(cache)
+    ok_chunks = {(r.spec.fileuuid, r.spec.entrystart, r.spec.entrystop) for r in want.records if r.status == "ok"}
+    for record in cache.glob("*/*/*/*.json"):
+        data = json.loads(record.read_text())
+        start, stop = (int(x) for x in record.parent.name.split("-"))
+        covered = [tuple(b) for b in data["batches"]]
+        assert covered[0][0] == start and covered[-1][1] == stop
+        assert (record.parent.parent.parent.name, start, stop) in ok_chunks
+    assert cc.info().columns > 0
+
+
+def test_rerun_with_other_cut_reads_no_root_file(tmp_path, file_opens):
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    cache = tmp_path / "cache"
+    _run("runner", fileset, meta, tmp_path / "first", cache=cache)
+    assert len(file_opens) > 0
+    file_opens.clear()
+    got = _run("runner", fileset, meta, tmp_path / "rerun", cache=cache, cone_dr=0.3)
+    assert file_opens == []  # every column came from the cache
+    want = _run("runner", fileset, meta, tmp_path / "plain", cache=None, cone_dr=0.3)
+    assert_same_output(got, want)
+    assert got.output["cutflow"] != _run("runner", fileset, meta, tmp_path / "x", cache=cache).output["cutflow"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "record"])
+def test_damaged_entry_is_discarded_and_recomputed(tmp_path, damage, file_opens):
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    cache = tmp_path / "cache"
+    want = _run("runner", fileset, meta, tmp_path / "plain", cache=None)
+    _run("runner", fileset, meta, tmp_path / "first", cache=cache)
+    victim = sorted(cache.glob("*/*/*/PFCands_pt*.arrow"))[0]
+    if damage == "flip":
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # inside the data buffers: only the checksum sees it
+        victim.write_bytes(bytes(data))
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+    else:
+        victim.with_suffix(".json").write_text("{not json")
+    file_opens.clear()
+    got = _run("runner", fileset, meta, tmp_path / "again", cache=cache)
+    assert_same_output(got, want)
+    assert len(file_opens) == 1  # only the damaged chunk went back to its file
+    # ... and its column was stored again, valid
+    key_dir = victim.parent
+    start, stop = (int(x) for x in key_dir.name.split("-"))
+    uuid = key_dir.parent.parent.name
+    tree = next(t for (ds, f), m in meta.items() for t in ["Events"])
+    assert ColumnCache(cache).get(ChunkKey(uuid, tree, start, stop), "PFCands_pt") is not None
+
+
+def test_changed_file_misses(tmp_path, file_opens):
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    cache = tmp_path / "cache"
+    _run("runner", fileset, meta, tmp_path / "first", cache=cache)
+    # The same path now holds other events (a new UUID): nothing of the old file may be served.
+    path = Path(fileset["b"]["files"][0])
+    other = samples.write_pfnano_like(tmp_path / "other.root", PFNANO, event_offset=1000)
+    shutil.copy(other, path)
+    meta2 = dict(meta)
+    meta2[("b", str(path))] = _meta_of(path)
+    file_opens.clear()
+    got = _run("runner", fileset, meta2, tmp_path / "again", cache=cache)
+    opened = len(file_opens)
+    want = _run("runner", fileset, meta2, tmp_path / "plain", cache=None)
+    assert_same_output(got, want)
+    assert opened == len([r for r in got.records if r.spec.dataset == "b"])  # only the changed file
+
+
+def _write_entry(cache: ColumnCache, key: ChunkKey, branch: str, values: np.ndarray) -> None:
+    w = cache.writer(key, branch)
+    w.append(ak.Array(values), key.entrystart, key.entrystop)
+    w.commit()
+
+
+def test_least_recently_used_entries_are_evicted(tmp_path):
+    cache = ColumnCache(tmp_path / "c")
+    keys = [ChunkKey("u", "Events", i * 100, (i + 1) * 100) for i in range(3)]
+    for k in keys:
+        _write_entry(cache, k, "x", np.arange(k.entrystart, k.entrystop, dtype=np.float64))
+    sizes = {k: cache.column_path(k, "x").stat().st_size + cache.record_path(k, "x").stat().st_size for k in keys}
+    for i, k in enumerate(keys):  # ages: keys[0] oldest ... keys[2] newest
+        os.utime(cache.record_path(k, "x"), (1_000_000 + i, 1_000_000 + i))
+    assert cache.get(keys[0], "x") is not None  # a hit refreshes keys[0]
+    bounded = ColumnCache(tmp_path / "c", max_bytes=sizes[keys[0]] + sizes[keys[2]])
+    bounded.evict()
+    assert bounded.get(keys[1], "x") is None  # the least recently used went
+    for k in (keys[0], keys[2]):
+        got = bounded.get(k, "x")
+        assert got is not None and np.array_equal(ak.to_numpy(got.read(k.entrystart, k.entrystop)),
+                                                  np.arange(k.entrystart, k.entrystop))
+    assert bounded.info().bytes <= bounded.max_bytes
+
+
+def _writer_process(root: str, seed: int) -> None:
+    cache = ColumnCache(root)
+    key = ChunkKey("same", "Events", 0, 50_000)
+    for _ in range(20):
+        _write_entry(cache, key, "x", np.arange(50_000, dtype=np.float64) * 1.0)
+
+
+def test_concurrent_writers_of_one_entry(tmp_path):
+    ColumnCache(tmp_path / "c")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer_process, args=(str(tmp_path / "c"), i)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    got = ColumnCache(tmp_path / "c").get(ChunkKey("same", "Events", 0, 50_000), "x")
+    assert got is not None
+    assert np.array_equal(ak.to_numpy(got.read(0, 50_000)), np.arange(50_000, dtype=np.float64))
+    assert not list((tmp_path / "c").rglob(".*tmp-*"))  # no temporary left behind
+
+
+def test_cache_directory_rules(tmp_path):
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(CacheError, match="not a jettracks column cache"):
+        ColumnCache(foreign)
+    with pytest.raises(CacheError, match="not a jettracks column cache"):
+        ColumnCache.existing(foreign)
+    assert (foreign / "holiday.jpg").exists()
+    cache = ColumnCache(tmp_path / "new")
+    assert (tmp_path / "new" / MARKER).exists()
+    _write_entry(cache, ChunkKey("u", "T", 0, 3), "x", np.arange(3.0))
+    assert cache.clear() == 1
+    assert cache.info().columns == 0 and (tmp_path / "new" / MARKER).exists()
+
+
+def test_cache_cli(tmp_path):
+    cache = ColumnCache(tmp_path / "c")
+    _write_entry(cache, ChunkKey("u", "T", 0, 3), "Jet_pt", np.arange(3.0))
+    cli = [sys.executable, "-m", "runner", "cache"]
+    info = subprocess.run([*cli, "info", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and "1 columns" in info.stdout and "Jet_pt" in info.stdout
+    bad = subprocess.run([*cli, "clear", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "not a jettracks column cache" in bad.stderr
+    ok = subprocess.run([*cli, "clear", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ColumnCache(tmp_path / "c").info().columns == 0
+
+
+def test_run_config_with_cache_equals_without(tmp_path):
+    """Through run_config and --cache's override: the same report accounting and histograms."""
+    from jettracks.execution import RunError, run_config
+
+    fileset, _, _ = make_input("none", tmp_path / "input")
+    cfg = {
+        "name": "cache",
+        "datasets": {ds: {"files": spec["files"][:1], "format": "pfnano", "metadata": {"is_mc": True}}
+                     for ds, spec in fileset.items()},
+        "executor": {"backend": "serial", "chunksize": CHUNKSIZE},
+        "output": {"dir": str(tmp_path / "plain"), "plots": False},
+    }
+    plain = run_config(cfg, progress=False)
+    cached = run_config(cfg, progress=False, output_dir=tmp_path / "cached", cache=tmp_path / "cache")
+    again = run_config(cfg, progress=False, output_dir=tmp_path / "again", cache=tmp_path / "cache")
+    for got in (cached, again):
+        for name, h in plain.hists.items():
+            np.testing.assert_array_equal(got.hists[name].values(flow=True), h.values(flow=True), err_msg=name)
+        rep = json.loads((got.output_dir / "report.json").read_text())
+        want = json.loads((plain.output_dir / "report.json").read_text())
+        for key in ("status", "entries", "files", "chunks", "cutflow"):
+            assert rep[key] == want[key], key
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "keep.txt").write_text("mine")
+    with pytest.raises(RunError, match="executor.cache: .*not a jettracks column cache"):
+        run_config(cfg, progress=False, output_dir=tmp_path / "x", cache=tmp_path / "junk")
+    assert (tmp_path / "junk" / "keep.txt").read_text() == "mine"

@@ -10,6 +10,8 @@ Per chunk (coffea ``ProcessorABC`` contract: ``process(events) -> accumulator``)
    (event-level formats) or the stored ``ΔR`` (per-jet formats; JetNtuple ``PF_dR``);
 5. valid impact parameter: finite ``dxy`` and ``dxy_err > 0`` (PFNano's ``-1`` fill
    never passes), :func:`jettracks.physics.impact.valid_dxy`, the ML columns' definition too;
+   the lifetime-signed ``sdxy = |dxy| · sign(dxy · sin(φ_jet − φ_trk))`` (cm) and its
+   significance (:func:`jettracks.physics.impact.signed_dxy`) on the associated tracks only;
 6. label flavour (:mod:`jettracks.physics.flavour`; ``flavour: auto`` takes the
    format's default definition);
 7. fill histograms per dataset and flavour, the cut flow, and write the per-jet
@@ -36,7 +38,7 @@ from jettracks.physics import flavour as flav
 from jettracks.io import mldata
 from jettracks import readers
 from jettracks.physics.association import compare_association
-from jettracks.physics.impact import dxy_significance, valid_dxy
+from jettracks.physics.impact import dxy_significance, signed_dxy, valid_dxy
 from jettracks.physics.kernels import KERNEL_COLUMNS, associate_tracks, delta_r
 
 __all__ = [
@@ -104,6 +106,21 @@ def make_histograms(*, cone_dr: float = 0.5, with_dxy: bool = True) -> dict[str,
                 100, -50, 50, name="sig", label=r"Track $d_{xy}/\sigma(d_{xy})$"
             ),
         )
+        # Lifetime-signed: |dxy| with the sign of the track's closest approach projected on
+        # the jet axis (jettracks.physics.impact.signed_dxy).
+        h["track_sdxy"] = hist.Hist(
+            *_cat_axes(),
+            hist.axis.Regular(
+                200, -0.1, 0.1, name="sdxy",
+                label=r"Track lifetime-signed $d_{xy}$ [cm] ($|d_{xy}|\,\mathrm{sign}(\vec{d}_{xy}\cdot\hat{p}_T^{jet})$)",
+            ),
+        )
+        h["track_sdxy_significance"] = hist.Hist(
+            *_cat_axes(),
+            hist.axis.Regular(
+                100, -50, 50, name="sig", label=r"Track lifetime-signed $d_{xy}/\sigma(d_{xy})$"
+            ),
+        )
     return h
 
 
@@ -141,6 +158,7 @@ class ChunkAnalysis:
     n_jets: int
     n_tracks_selected: int
     _dxy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _sdxy: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def track_dxy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat ``(dxy_cm, dxy_err_cm, valid)`` over all associated tracks (computed once).
@@ -154,6 +172,21 @@ class ChunkAnalysis:
             dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
             self._dxy = (dxy, dxy_err, valid_dxy(dxy, dxy_err))
         return self._dxy
+
+    def track_sdxy(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat ``(sdxy_cm, sdxy_sig)`` over all associated tracks (computed once).
+
+        :func:`jettracks.physics.impact.signed_dxy`: ``|dxy| · sign(dxy · sin(φ_jet − φ_trk))``,
+        the sign of the projection of the track's point of closest approach onto its
+        jet's axis in the transverse plane; NaN where the dxy is not valid.
+        """
+        if self._sdxy is None:
+            dxy, dxy_err, _ = self.track_dxy()
+            n_per_jet = ak.to_numpy(ak.num(self.jet_tracks, axis=1)).astype(np.int64)
+            jet_phi = np.repeat(ak.to_numpy(self.jets["phi"]).astype(np.float64), n_per_jet)
+            trk_phi = ak.to_numpy(ak.flatten(self.jet_tracks, axis=1)["phi"]).astype(np.float64)
+            self._sdxy = signed_dxy(dxy, dxy_err, trk_phi, jet_phi)
+        return self._sdxy
 
 
 class JetTrackProcessor(processor.ProcessorABC):
@@ -337,6 +370,11 @@ class JetTrackProcessor(processor.ProcessorABC):
             hists["track_dxy_significance"].fill(
                 dataset=dataset, flavour=trk_labels[has_sig], sig=sig[has_sig]
             )
+            sdxy, ssig = chunk.track_sdxy()
+            hists["track_sdxy"].fill(dataset=dataset, flavour=v_lab, sdxy=sdxy[valid])
+            hists["track_sdxy_significance"].fill(
+                dataset=dataset, flavour=trk_labels[has_sig], sig=ssig[has_sig]
+            )
         return hists
 
     def cutflow(self, chunk: ChunkAnalysis) -> dict[str, int]:
@@ -417,10 +455,12 @@ class JetTrackProcessor(processor.ProcessorABC):
             )
         cols = {
             f: ak.to_numpy(tracks_flat[f])[index]
-            for f in readers.base.TRACK_FIELDS
+            for f in (*readers.base.TRACK_FIELDS, *readers.base.OPTIONAL_TRACK_FIELDS)
             if f in tracks_flat.fields  # fields only the ML columns use may be unread
         }
         cols["dr"] = dr.astype(np.float32)
+        if batch.links is not None and "sip3d" in batch.links.fields:
+            cols.update(_link_values(batch.links, jets, n_sel_per_event, n_per_jet, index, trk_offsets))
         return int(mask.sum()), ak.unflatten(ak.zip(cols), n_per_jet)
 
     def _constituents(self, batch, jets, jet_offsets, trk_offsets, mask):
@@ -478,6 +518,7 @@ class JetTrackProcessor(processor.ProcessorABC):
             labels_by_definition=chunk.labels_by_definition,
             flavour_fields=batch.flavour_fields,
             has_dxy=batch.has_dxy,
+            signed=chunk.track_sdxy() if batch.has_dxy else None,
             is_signal=bool(meta.get("is_signal", False)),
             pad_tracks=self.ml_pad_tracks,
             sort_key=self.ml_sort_key,
@@ -491,6 +532,35 @@ class JetTrackProcessor(processor.ProcessorABC):
             stop=meta.get("entrystop", 0),
         )
         return mldata.write_part(self.ml_dir, name, columns)
+
+
+def _link_values(links, jets, n_sel_per_event, n_per_jet, index, trk_offsets) -> dict[str, np.ndarray]:
+    """Per associated (jet, track) pair, the per-link values (``sip3d``, ``sip3d_sig``) of the
+    link joining that jet and candidate; NaN where there is none (a track in the ΔR cone that
+    is not a constituent). Only the associated pairs are looked up (no per-candidate arrays).
+    """
+    n_link = ak.to_numpy(ak.num(links, axis=1)).astype(np.int64)
+    link_ev = np.repeat(np.arange(len(n_link), dtype=np.int64), n_link)
+    link_jet = ak.to_numpy(ak.flatten(links["jet"], axis=None)).astype(np.int64)
+    link_cand = ak.to_numpy(ak.flatten(links["cand"], axis=None)).astype(np.int64)
+    sel_ev = np.repeat(np.arange(len(n_sel_per_event), dtype=np.int64), n_sel_per_event)
+    pair_ev = np.repeat(sel_ev, n_per_jet)
+    pair_jet = np.repeat(ak.to_numpy(jets["index"]).astype(np.int64), n_per_jet)
+    pair_cand = np.asarray(index, dtype=np.int64) - trk_offsets[pair_ev]
+    n_cand_max = int(max(np.diff(trk_offsets).max(initial=0), link_cand.max(initial=-1) + 1, 1))
+    n_jet_max = int(max(link_jet.max(initial=-1), pair_jet.max(initial=-1)) + 1)
+    link_key = (link_ev * n_jet_max + link_jet) * n_cand_max + link_cand
+    pair_key = (pair_ev * n_jet_max + pair_jet) * n_cand_max + pair_cand
+    order = np.argsort(link_key, kind="stable")
+    sorted_keys = link_key[order]
+    pos = np.clip(np.searchsorted(sorted_keys, pair_key), 0, max(len(order) - 1, 0))
+    found = (sorted_keys[pos] == pair_key) if len(order) else np.zeros(len(pair_key), bool)
+    out = {}
+    for name in ("sip3d", "sip3d_sig"):
+        if name in links.fields:
+            values = ak.to_numpy(ak.flatten(links[name], axis=None)).astype(np.float32)
+            out[name] = np.where(found, values[order][pos] if len(order) else np.float32(np.nan), np.float32(np.nan))
+    return out
 
 
 def count_event_starts(

@@ -104,6 +104,35 @@ def _cols() -> list[Column]:
           "PFCands_d0Err etc."),
         c("track_dxy_sig", "list<float32>", "", "dxy / dxy_err; NaN where dxy is not valid or its error not finite",
           "jettracks.physics.impact.dxy_significance"),
+        c("track_sdxy", "list<float32>", "cm",
+          "Lifetime-signed transverse impact parameter: |dxy| with the sign of the projection of the track's point of "
+          "closest approach (PCA = dxy·(−sin φ_trk, cos φ_trk), CMS dxy sign convention) onto the jet axis in the "
+          "transverse plane, i.e. sdxy = |dxy|·sign(dxy·sin(φ_jet − φ_trk)) (0 counts as +); positive for decays in "
+          "flight along the jet; NaN where dxy is not valid",
+          "jettracks.physics.impact.signed_dxy"),
+        c("track_sdxy_sig", "list<float32>", "", "sdxy / dxy_err (lifetime-signed significance); NaN where track_dxy_sig is NaN",
+          "jettracks.physics.impact.signed_dxy"),
+        c("track_dz", "list<float32>", "cm", "Longitudinal impact parameter dz (CMS sign: z of the PCA minus PV z); NaN where dxy is not valid (no track details)",
+          "PFCands_dz etc.; absent where the format has no dz"),
+        c("track_dz_err", "list<float32>", "cm", "Uncertainty of dz; NaN without track details", "PFCands_dzErr; absent where the format has none"),
+        c("track_dz_sig", "list<float32>", "", "dz / dz_err; NaN where dz is not valid or its error not in (0, inf)",
+          "jettracks.physics.impact.significance; absent without dz_err"),
+        c("track_sip3d", "list<float32>", "cm",
+          "Signed 3-D impact parameter of the jet–candidate link (b-tagging sign: positive in front of the PV along the jet axis); "
+          "NaN for a track in the ΔR cone that is not a constituent of the jet and where the producer wrote 0 (no track)",
+          "PFNano JetPFCands_btagSip3dVal per (jet, candidate) link; absent where the file has none"),
+        c("track_sip3d_sig", "list<float32>", "", "Significance of track_sip3d; NaN as track_sip3d",
+          "PFNano JetPFCands_btagSip3dSig per link; absent where the file has none"),
+        c("track_lost_inner_hits", "list<int32>", "",
+          "Lost inner hits as stored: -1 valid hit in the first pixel barrel layer, 0 none lost, 1 one, 2 more",
+          "PFCands_lostInnerHits; absent where the format has none"),
+        c("track_pv_assoc_quality", "list<int32>", "",
+          "Primary-vertex association quality as stored (pat::PackedCandidate, 0-7; 7 = used in the PV fit)",
+          "PFCands_pvAssocQuality; absent where the format has none"),
+        c("track_trk_quality", "list<int32>", "", "Track quality mask as stored (0 without track details)",
+          "PFCands_trkQuality; absent where the format has none"),
+        c("track_trk_chi2", "list<float32>", "", "Track normalised χ²; NaN without track details (the file's -1 fill)",
+          "PFCands_trkChi2; absent where the format has none"),
         c("pad_track_*", "fixed_size_list<float32>[N]", "as the track column",
           "Fixed-length copies of the track columns: the N tracks with the largest sort key, zero padded",
           "processor option ml_pad_tracks=N, sorted by ml_sort_key (abs_dxy_sig default)"),
@@ -194,6 +223,7 @@ def jet_columns(
     is_signal: bool = False,
     pad_tracks: int | None = None,
     sort_key: str = "abs_dxy_sig",
+    signed: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The per-jet ML columns of one chunk (flat over selected jets); see :data:`COLUMNS`.
 
@@ -204,6 +234,10 @@ def jet_columns(
 
     ``flavour_labels``: the labels of ``flavour_codes`` when the caller has them
     already (else computed here); ``labels_by_definition``: ``label_<definition>`` columns.
+    ``signed``: flat ``(sdxy, sdxy_sig)`` over the tracks when the caller has them
+    (:func:`jettracks.physics.impact.signed_dxy`; else computed here). Every per-track float
+    column is NaN where the track has no valid dxy (no track details); optional track
+    fields the format lacks are absent columns.
     """
     from ..physics.flavour import flavour_labels as labels_of
     from ..physics.impact import dxy_significance, valid_dxy
@@ -249,9 +283,50 @@ def jet_columns(
         cols["track_dxy"] = ak.values_astype(ak.where(valid, dxy, np.nan), np.float32)
         cols["track_dxy_err"] = ak.values_astype(ak.where(valid, err, np.nan), np.float32)
         cols["track_dxy_sig"] = ak.values_astype(sig, np.float32)
+        cols.update(_track_details(jets, jet_tracks, dxy, err, valid, signed))
     if pad_tracks:
         cols.update(_padded(cols, pad_tracks, sort_key, has_dxy))
     return cols
+
+
+def _track_details(jets, jet_tracks, dxy, err, valid, signed) -> dict[str, Any]:
+    """Signed dxy, dz and its significance, 3-D IP and track quality columns (see :data:`COLUMNS`)."""
+    from ..physics.impact import signed_dxy, significance
+
+    counts = ak.num(jet_tracks, axis=1)
+    fields = set(jet_tracks.fields)
+    flat_valid = ak.to_numpy(ak.flatten(valid, axis=1))
+
+    def jagged(values, dtype=np.float32):
+        return ak.unflatten(np.asarray(values).astype(dtype), counts)
+
+    def flat(name, dtype=np.float64):
+        return ak.to_numpy(ak.flatten(jet_tracks[name], axis=1)).astype(dtype)
+
+    out: dict[str, Any] = {}
+    if signed is None:
+        n = ak.to_numpy(counts).astype(np.int64)
+        jet_phi = np.repeat(ak.to_numpy(jets["phi"]).astype(np.float64), n)
+        signed = signed_dxy(ak.to_numpy(ak.flatten(dxy, axis=1)), ak.to_numpy(ak.flatten(err, axis=1)),
+                            flat("phi"), jet_phi)
+    out["track_sdxy"] = jagged(signed[0])
+    out["track_sdxy_sig"] = jagged(signed[1])
+    if "dz" in fields:
+        dz = np.where(flat_valid, flat("dz"), np.nan)
+        out["track_dz"] = jagged(dz)
+        if "dz_err" in fields:
+            dz_err = np.where(flat_valid, flat("dz_err"), np.nan)
+            out["track_dz_err"] = jagged(dz_err)
+            out["track_dz_sig"] = jagged(significance(dz, dz_err))
+    for name in ("sip3d", "sip3d_sig"):
+        if name in fields:
+            out[f"track_{name}"] = jagged(np.where(flat_valid, flat(name), np.nan))
+    for name in ("lost_inner_hits", "pv_assoc_quality", "trk_quality"):
+        if name in fields:
+            out[f"track_{name}"] = jagged(flat(name, np.int32), np.int32)
+    if "trk_chi2" in fields:
+        out["track_trk_chi2"] = jagged(np.where(flat_valid, flat("trk_chi2"), np.nan))
+    return out
 
 
 _SORT_KEYS = ("abs_dxy_sig", "abs_dxy", "pt", "dr")

@@ -22,6 +22,18 @@ Tracks come in one of two shapes:
 - per-jet ``EventBatch.jet_tracks``: jagged ``[event][jet][track]`` with the same
   fields plus ``dr`` (ΔR to the jet as stored in the file) — formats whose
   tracks are already stored per jet (the JetNtuple's ``PF_*``).
+
+``dxy`` is always in the **CMS sign convention**, ``dxy = (−(vx−pvx)·py + (vy−pvy)·px)/pT``
+(a reader of a format with another convention converts it: Delphes' ``D0`` has the
+opposite sign); the lifetime sign of :func:`jettracks.physics.impact.signed_dxy` is
+derived from it.
+
+Optional track fields (:data:`OPTIONAL_TRACK_FIELDS`), present only where the format
+stores them (an absent one is an absent field, never a fill of zeros or ``-1``):
+``dz_err`` (cm; NaN without track details), ``lost_inner_hits``, ``pv_assoc_quality``,
+``trk_quality`` (int32, as stored), ``trk_chi2`` (normalised χ², NaN without track details).
+Per jet–track link values (PFNano's ``JetPFCands_btagSip3dVal/Sig``) travel in
+``EventBatch.links`` (fields ``sip3d``, ``sip3d_sig``).
 """
 
 from __future__ import annotations
@@ -33,10 +45,13 @@ from typing import Any, ClassVar
 import awkward as ak
 import numpy as np
 
-__all__ = ["EventBatch", "Reader", "ReaderError", "TRACK_FIELDS"]
+__all__ = ["EventBatch", "OPTIONAL_TRACK_FIELDS", "Reader", "ReaderError", "TRACK_FIELDS"]
 
 #: Fields every track record carries (dxy, dxy_err, dz in cm; NaN where the format has none).
 TRACK_FIELDS = ("pt", "eta", "phi", "charge", "dxy", "dxy_err", "dz")
+
+#: Track fields a reader adds only where its format stores them (see the module docstring).
+OPTIONAL_TRACK_FIELDS = ("dz_err", "lost_inner_hits", "pv_assoc_quality", "trk_quality", "trk_chi2")
 
 
 class ReaderError(ValueError):
@@ -57,7 +72,9 @@ class EventBatch:
         has_dxy: whether the format stores transverse impact parameters.
         flavour_fields: which flavour fields ``jets`` carries.
         links: jet-constituent links ``[event][link]`` with fields ``jet`` and
-            ``cand`` (indices into the event's jets and tracks), where the file has them.
+            ``cand`` (indices into the event's jets and tracks), where the file has them
+            (PFNano read for ML output also ``sip3d``, ``sip3d_sig`` per link, where stored).
+        gen_weight: per-event generator weight (``genWeight``), where the format has it.
         n_entries: tree entries read (events, or jets for per-jet formats).
         notices: one-line remarks for the run report (e.g. "no track collection").
     """
@@ -72,6 +89,7 @@ class EventBatch:
     has_dxy: bool = True
     flavour_fields: tuple[str, ...] = ()
     links: ak.Array | None = None
+    gen_weight: np.ndarray | None = None
     n_entries: int = 0
     notices: list[str] = field(default_factory=list)
 

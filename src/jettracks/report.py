@@ -140,11 +140,11 @@ class Timing(_Record):
     total_s: float = 0.0
     entries_per_s: float = 0.0
     chunks: list[ChunkTiming] = Field(default_factory=list)
-    #: Largest peak resident memory (MiB, ``ru_maxrss``) of any process that ran chunks
+    #: Largest peak resident memory (MiB, ``VmHWM``) of any process that ran chunks
     #: (a worker, or this process when serial); None when no chunk was processed.
-    peak_worker_memory_mb: float | None = None
+    peak_worker_memory_mib: float | None = None
     #: The same per worker address (``local``: in-process).
-    peak_worker_memory_by_worker_mb: dict[str, float] = Field(default_factory=dict)
+    peak_worker_memory_by_worker_mib: dict[str, float] = Field(default_factory=dict)
 
 
 class MLDatasetSummary(_Record):
@@ -338,7 +338,7 @@ def build_report(
             total_s=round(times["done"] - times["start"], 3),
             entries_per_s=round(n_processed / max(process_s, 1e-9), 1),
             chunks=[ChunkTiming(**c) for c in result.chunk_timings()],
-            peak_worker_memory_mb=max(result.peak_memory_by_worker().values(), default=None),
-            peak_worker_memory_by_worker_mb=result.peak_memory_by_worker(),
+            peak_worker_memory_mib=max(result.peak_memory_by_worker().values(), default=None),
+            peak_worker_memory_by_worker_mib=result.peak_memory_by_worker(),
         ),
     )

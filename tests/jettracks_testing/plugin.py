@@ -15,6 +15,10 @@ so every test module can request these fixtures without importing them:
     driven over the DevTools protocol on a pipe: ``chromium.open_page(url)`` returns a
     page that records console errors and network requests, evaluates JavaScript and
     takes screenshots. Tests using it are marked ``service``.
+``namespaced_hosts`` (module)
+    Hosts without a shared disk (:class:`jettracks_testing.services.hosts.Hosts`, root
+    only): a Dask scheduler, two workers and an XRootD server, each in its own network
+    and mount namespace, joined to the client's namespace by veth pairs.
 ``cms_dir`` (session)
     The directory of the real CMS files (:func:`jettracks_testing.data.cms_data_dir`);
     the test is skipped when they are absent.
@@ -176,6 +180,39 @@ def chromium():
     browser = _start_or_skip(_start_chromium, cleanup)
     try:
         yield browser
+    finally:
+        _run_cleanup(cleanup)
+
+
+def _start_hosts(cleanup: list):
+    from jettracks_testing.services.hosts import start_hosts
+
+    data = Path(tempfile.mkdtemp(prefix="jettracks-hosts-data-"))
+    data.chmod(0o755)  # served by XRootD (user nobody) from its own namespace
+    cleanup.append(lambda: shutil.rmtree(data, ignore_errors=True))
+    hosts = start_hosts(2, hide=[tempfile.gettempdir()], serve_dir=data)
+    cleanup.append(hosts.stop)
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def namespaced_hosts():
+    """Hosts without a shared disk (:class:`jettracks_testing.services.hosts.Hosts`, root only):
+    a Dask scheduler and two workers, each in its own network and mount namespace (private
+    ``/tmp``: no view of the client's output directory under it), an XRootD server in a
+    namespace of its own serving ``namespaced_hosts.serve_dir``, all joined to this (the
+    client's) namespace by veth pairs on a bridge; removed after the module. Tests using it
+    are marked ``service``."""
+    cleanup: list = []
+    hosts = _start_or_skip(_start_hosts, cleanup)
+    try:  # fail fast on a stopped server (as the xrootd_server fixture does)
+        from jettracks.io.files import configure_xrootd_client
+
+        configure_xrootd_client(connection_retry=1, stream_error_window=0)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        yield hosts
     finally:
         _run_cleanup(cleanup)
 

@@ -56,7 +56,8 @@ logger = logging.getLogger(__name__)
 
 PROBE_PREFIX = ".jettracks-probe-"
 #: What to do about a worker that does not share the client's filesystem.
-FIX = "run workers on a filesystem shared with the client (same path), or use --backend serial/local"
+FIX = ("run workers on a filesystem shared with the client (same path), set output.transfer: dask "
+       "(ML parts and checkpoints come back through Dask), or use --backend serial/local")
 #: Seconds a worker keeps looking for the probe before it is declared absent
 #: (a shared filesystem may show a new file a moment late).
 DEFAULT_WAIT_S = 3.0
@@ -168,8 +169,11 @@ class OutputGuard:
         RunError: a worker cannot read the probe, or the plugin cannot be registered.
     """
 
-    def __init__(self, cluster_ctx, out_dir: str | os.PathLike, *, console: Any = None, wait_s: float = DEFAULT_WAIT_S) -> None:
+    def __init__(self, cluster_ctx, out_dir: str | os.PathLike, *, console: Any = None, wait_s: float = DEFAULT_WAIT_S,
+                 transfer: str = "shared") -> None:
         self._ctx = cluster_ctx
+        #: ``dask``: the workers write nothing into out_dir (output.transfer), so they need not see it
+        self.transfer = transfer
         self.out_dir = Path(out_dir)
         self.console = console
         self.wait_s = wait_s
@@ -204,7 +208,7 @@ class OutputGuard:
 
     # -- before ---------------------------------------------------------------------------
     def _start(self, client) -> None:
-        if client is None:
+        if client is None or self.transfer == "dask":
             return
         from ..errors import RunError
 

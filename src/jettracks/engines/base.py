@@ -498,6 +498,7 @@ def _run_chunk_shipping_parts(processor: Any, spec: ChunkSpec, read_events: Any,
     directory of this worker, then carried back in the record (:attr:`ChunkRecord.payload`,
     ``{client path: bytes}``) instead of being left on a disk the client does not see."""
     import copy
+    import dataclasses
     import os
     import shutil
     import tempfile
@@ -507,7 +508,8 @@ def _run_chunk_shipping_parts(processor: Any, spec: ChunkSpec, read_events: Any,
     try:
         mine = copy.copy(processor)
         mine.ml_dir = local
-        out, record = run_chunk(mine, spec, read_events, None, retries)
+        plain = dataclasses.replace(read_events, transfer_bytes=None)
+        out, record = run_chunk(mine, spec, plain, None, retries)
         parts = (out or {}).get("ml_parts") if isinstance(out, dict) else None
         if parts:
             payload: dict[str, bytes] = {}

@@ -1,0 +1,179 @@
+"""Hosts without a shared disk: a scheduler, two workers and the XRootD input server each
+in its own network and mount namespace (fixture ``namespaced_hosts``, root only).
+
+- ``python -m runner run CFG --scheduler tcp://ADDR`` with a local ``output.dir`` the
+  workers cannot see refuses at start with one line naming the fix;
+- the same with ``output.transfer: dask`` delivers the complete outputs to the client
+  (ML parts through Dask, checkpoints written by the client), equal to the serial run:
+  histograms, ML rows, accounting; a rerun resumes from those checkpoints;
+- a worker's link cut mid-run (``ip link set ... down``): the run finishes on the other
+  worker with exact accounting and the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.service
+
+PROJECT = Path(__file__).resolve().parents[1]
+N_FILES, EVENTS = 6, 60
+GEN = {"pileup_candidates": 20, "compression": "zlib", "links": False}
+
+
+@pytest.fixture(scope="module")
+def inputs(namespaced_hosts) -> list[str]:
+    """root:// URLs of generated PFNano files served from the XRootD host."""
+    from jettracks.generate import generate_dataset
+
+    out = Path(namespaced_hosts.serve_dir) / "mh"
+    paths = generate_dataset(out, format="pfnano", n_files=N_FILES, events_per_file=EVENTS, seed=20261214, **GEN)
+    out.chmod(0o755)
+    for p in paths:
+        p.chmod(0o644)
+    return [namespaced_hosts.url_for(p) for p in paths]
+
+
+def _cfg(files, out: Path, *, transfer: str | None = None, processor: str = "processors.jet_tracks:JetTrackProcessor",
+         options: dict | None = None) -> dict:
+    cfg = {
+        "name": "multihost",
+        "datasets": {"qcd": {"files": list(files), "format": "pfnano", "metadata": {"is_mc": True}}},
+        "processor": {"class": processor, "options": options or {}},
+        "executor": {"backend": "serial", "chunksize": 20, "retries": 1},
+        "output": {"dir": str(out), "plots": False, "ml": True},
+    }
+    if transfer:
+        cfg["output"]["transfer"] = transfer
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def serial(inputs, tmp_path_factory):
+    from jettracks.execution import run_config
+
+    out = tmp_path_factory.mktemp("serial") / "out"
+    return run_config(_cfg(inputs, out), progress=False)
+
+
+def _write_cfg(path: Path, cfg: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _runner(cfg_path: Path, address: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(cfg_path), "--scheduler", address, "--no-progress", *extra],
+        cwd=PROJECT, capture_output=True, text=True, timeout=240, check=False,
+    )
+
+
+def _ml_frame(out_dir: Path):
+    import pandas as pd
+
+    manifest = json.loads((out_dir / "ml" / "manifest.json").read_text())
+    df = pd.concat([pd.read_parquet(out_dir / "ml" / n) for n in manifest["part_files"]], ignore_index=True)
+    keys = [k for k in ("run", "luminosityBlock", "event", "jet_index") if k in df.columns]
+    return df.sort_values(keys).reset_index(drop=True)
+
+
+def _assert_equal_runs(out_dir: Path, serial) -> dict:
+    import pandas as pd
+    from coffea.util import load
+
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["status"] == "ok", report.get("error")
+    ent = report["entries"]
+    assert ent == serial.report["entries"] and ent["processed"] == N_FILES * EVENTS
+    assert ent["processed"] + ent["skipped"] == ent["expected"]
+    saved = load(out_dir / "hists.coffea")
+    hists = saved["hists"]
+    assert saved["cutflow"] == serial.cutflow
+    assert set(hists) == set(serial.hists)
+    for name, h in serial.hists.items():
+        np.testing.assert_array_equal(h.values(flow=True), hists[name].values(flow=True), err_msg=name)
+        np.testing.assert_array_equal(h.variances(flow=True), hists[name].variances(flow=True), err_msg=name)
+    pd.testing.assert_frame_equal(_ml_frame(out_dir), _ml_frame(serial.output_dir), check_like=True)
+    return report
+
+
+def test_local_output_dir_workers_cannot_see_is_refused_in_one_line(namespaced_hosts, inputs, tmp_path):
+    out = tmp_path / "out"  # under /tmp: hidden from every worker (private tmpfs)
+    cfg = _write_cfg(tmp_path / "run.yaml", _cfg(inputs, out))
+    res = _runner(cfg, namespaced_hosts.scheduler_address)
+    assert res.returncode == 1, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if "cannot see the output directory" in ln]
+    assert len(lines) == 1, res.stderr[-2000:]
+    assert f"cannot see the output directory {out}" in lines[0] and "output.transfer: dask" in lines[0]
+    assert not (out / "hists.coffea").exists() and not list((out / "ml").glob("part-*")) if (out / "ml").exists() else True
+
+
+def test_outputs_through_dask_equal_the_serial_run_and_resume(namespaced_hosts, inputs, serial, tmp_path):
+    out = tmp_path / "out"
+    cfg = _write_cfg(tmp_path / "run.yaml", _cfg(inputs, out, transfer="dask"))
+    t0 = time.perf_counter()
+    res = _runner(cfg, namespaced_hosts.scheduler_address)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = _assert_equal_runs(out, serial)
+    workers = {c["worker"] for c in report["timing"]["chunks"]}
+    assert workers <= {f"tcp://{namespaced_hosts.ip[w]}" for w in namespaced_hosts.workers} | workers
+    assert len(workers) == 2, workers  # both namespaced workers did chunks
+    assert all(w.startswith(f"tcp://{namespaced_hosts.subnet}.") for w in workers)
+    assert list((out / "checkpoints").rglob("*.pkl"))  # written by the client
+    # the same command again resumes: every chunk from the client's checkpoints
+    again = _runner(cfg, namespaced_hosts.scheduler_address)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rep2 = _assert_equal_runs(out, serial)
+    assert rep2["chunks_from_checkpoint"] == rep2["chunks"] == report["chunks"]
+    print(f"multihost run {time.perf_counter() - t0:.1f} s")
+
+
+def test_worker_link_cut_mid_run_finishes_with_exact_accounting(namespaced_hosts, inputs, serial, tmp_path):
+    from distributed import Client
+
+    from jettracks.execution import run_config
+
+    hosts = namespaced_hosts
+    out = tmp_path / "out"
+    cfg = _cfg(inputs, out, transfer="dask", processor="processors.testing:SlowJetTrackProcessor",
+               options={"delay_s": 0.25})
+    with Client(hosts.scheduler_address, timeout=30) as client:
+        hosts.wait_for_workers(client)
+        cut = {}
+
+        def cut_when_busy() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if any(client.processing().values()) and len(list((out / "ml").glob("part-*"))) >= 3:
+                    break
+                time.sleep(0.05)
+            hosts.link_down("w1")
+            cut["at"] = time.monotonic()
+
+        thread = threading.Thread(target=cut_when_busy, daemon=True)
+        thread.start()
+        try:
+            result = run_config(cfg, client=client, progress=False)
+        finally:
+            thread.join(5)
+            hosts.link_up("w1")
+    assert "at" in cut, "the link was not cut during the run"
+    report = result.report
+    ent = report["entries"]
+    assert report["status"] == "ok" and ent["processed"] + ent["skipped"] == ent["expected"] == N_FILES * EVENTS
+    # the result is the serial run's (SlowJetTrackProcessor only sleeps)
+    for name, h in serial.hists.items():
+        np.testing.assert_array_equal(h.values(flow=True), result.hists[name].values(flow=True), err_msg=name)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(_ml_frame(out), _ml_frame(serial.output_dir), check_like=True)

@@ -24,6 +24,28 @@ def _gateway(executor, opts: GatewayOptions) -> Iterator[ClusterHandle]:
             "pip install dask-gateway"
         ) from None
     gateway = Gateway(address=opts.address, proxy_address=opts.proxy_address, auth=opts.auth)
+    try:
+        with _gateway_cluster(gateway, executor, opts) as handle:
+            yield handle
+    finally:
+        close_gateway(gateway)
+
+
+def close_gateway(gateway) -> None:
+    """Close a ``dask_gateway.Gateway`` (its event loop thread and HTTP session) once.
+
+    dask-gateway 2026.3's ``Gateway.__del__`` closes again and then raises (its loop has
+    stopped), which pytest reports as an unraisable exception: the loop runner is dropped
+    after the close so ``__del__`` has nothing left to do.
+    """
+    try:
+        gateway.close()
+    finally:
+        vars(gateway).pop("_loop_runner", None)
+
+
+@contextlib.contextmanager
+def _gateway_cluster(gateway, executor, opts: GatewayOptions) -> Iterator[ClusterHandle]:
     if opts.cluster_name:
         cluster = gateway.connect(opts.cluster_name)
         owned = False
@@ -59,7 +81,10 @@ def _gateway(executor, opts: GatewayOptions) -> Iterator[ClusterHandle]:
         finally:
             client.close()
     finally:
-        if owned:
-            cluster.shutdown()
-        else:
-            cluster.close()
+        try:
+            if owned:
+                cluster.shutdown()
+            else:
+                cluster.close()
+        finally:  # the cluster's own Gateway client, closed by shutdown/close: see close_gateway
+            vars(cluster.gateway).pop("_loop_runner", None)

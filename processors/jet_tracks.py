@@ -18,8 +18,12 @@ Per chunk (coffea ``ProcessorABC`` contract: ``process(events) -> accumulator``)
    ML columns as one Parquet part per chunk (on the worker).
 
 Units: GeV for momenta, cm for dxy/dz, radians for φ. The output is a dict
-``{"hists", "cutflow", "entries", "notices", "ml_parts"}`` that coffea sums
-over chunks (``entries``: tree entries read per file, for the run's accounting).
+``{"hists", "cutflow", "entries", "genweights", "notices", "ml_parts"}`` that coffea sums
+over chunks (``entries``: tree entries read per file, for the run's accounting;
+``genweights``: dataset -> file -> additive sums of ``genWeight``, for the normalisation).
+``hists`` holds unweighted counts (``jet_pt``, ...) and ``NAME_weighted`` copies of a few
+(``hist.storage.Weight``) filled with each event's ``genWeight`` and scaled to
+``xsec · lumi / Σ genWeight`` at the end of the run (:mod:`jettracks.normalisation`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from jettracks import readers
 from jettracks.physics.association import compare_association
 from jettracks.physics.impact import dxy_significance, signed_dxy, valid_dxy
 from jettracks.physics.kernels import KERNEL_COLUMNS, associate_tracks, delta_r
+from jettracks.normalisation import WEIGHTED_HISTS, genweight_sums, weighted_name
 
 __all__ = [
     "CUTFLOW_STEPS",
@@ -144,6 +149,7 @@ class ChunkAnalysis:
             checks the entry before the chunk: :func:`count_event_starts`).
         n_jets: jets in the chunk before the selection.
         n_tracks_selected: tracks passing the track selection (charge, pT) before association.
+        is_mc: simulation (weighted histograms use ``genWeight``) or collision data (weight 1).
     """
 
     batch: Any
@@ -157,6 +163,7 @@ class ChunkAnalysis:
     n_events: int
     n_jets: int
     n_tracks_selected: int
+    is_mc: bool = True
     _dxy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _sdxy: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
@@ -343,7 +350,47 @@ class JetTrackProcessor(processor.ProcessorABC):
             n_events=int(n_events),
             n_jets=int(len(jet_pt)),
             n_tracks_selected=int(n_tracks_selected),
+            is_mc=bool(is_mc),
         )
+
+    def event_weights(self, chunk: ChunkAnalysis) -> np.ndarray | None:
+        """Per-event weights of the ``*_weighted`` histograms: ``genWeight`` for simulation
+        where the format has it, else None (weight 1). Normalised at the end of the run
+        (:mod:`jettracks.normalisation`: xsec · lumi / Σ genWeight per dataset)."""
+        if chunk.is_mc and chunk.batch.gen_weight is not None:
+            return np.asarray(chunk.batch.gen_weight, dtype=np.float64)
+        return None
+
+    def fill_weighted(self, dataset: str, chunk: ChunkAnalysis) -> dict[str, hist.Hist]:
+        """``NAME_weighted`` histograms (``hist.storage.Weight``) of
+        :data:`jettracks.normalisation.WEIGHTED_HISTS`, each jet and track weighted by its
+        event's ``genWeight`` (1 for collision data and formats without it)."""
+        base = make_histograms(cone_dr=self.cone_dr, with_dxy=chunk.batch.has_dxy)
+        labels = chunk.flavour_labels
+        n_per_jet = ak.to_numpy(ak.num(chunk.jet_tracks, axis=1)).astype(np.int64)
+        w_evt = self.event_weights(chunk)
+        w_jet = np.ones(len(labels)) if w_evt is None else w_evt[chunk.jet_event]
+        out = {}
+        for name in WEIGHTED_HISTS:
+            if name not in base:
+                continue
+            h = base[name]
+            out[weighted_name(name)] = hist.Hist(*h.axes, storage=hist.storage.Weight())
+        jets = chunk.jets
+        out["jet_pt_weighted"].fill(dataset=dataset, flavour=labels, pt=ak.to_numpy(jets["pt"]), weight=w_jet)
+        out["jet_eta_weighted"].fill(dataset=dataset, flavour=labels, eta=ak.to_numpy(jets["eta"]), weight=w_jet)
+        out["jet_n_tracks_weighted"].fill(dataset=dataset, flavour=labels, n=n_per_jet, weight=w_jet)
+        if chunk.batch.has_dxy:
+            _, _, valid = chunk.track_dxy()
+            sdxy, ssig = chunk.track_sdxy()
+            trk_labels = np.repeat(labels, n_per_jet)
+            w_trk = np.repeat(w_jet, n_per_jet)
+            out["track_sdxy_weighted"].fill(dataset=dataset, flavour=trk_labels[valid], sdxy=sdxy[valid],
+                                            weight=w_trk[valid])
+            has = np.isfinite(ssig)
+            out["track_sdxy_significance_weighted"].fill(dataset=dataset, flavour=trk_labels[has], sig=ssig[has],
+                                                         weight=w_trk[has])
+        return out
 
     def fill(self, dataset: str, chunk: ChunkAnalysis) -> dict[str, hist.Hist]:
         """Histograms of one analysed chunk (see :func:`make_histograms`)."""
@@ -408,8 +455,13 @@ class JetTrackProcessor(processor.ProcessorABC):
         ml_parts: list[str] = []
         if self.ml_dir is not None:
             ml_parts.append(self._write_ml_part(meta, chunk))
+        w_evt = self.event_weights(chunk)
+        if chunk.is_mc and w_evt is None:
+            notices.add(f"{dataset}: format {fmt} has no genWeight: simulation weighted 1 per event")
+        sums = genweight_sums(w_evt if w_evt is not None else np.ones(chunk.n_events))
         out = {
-            "hists": self.fill(dataset, chunk),
+            "hists": {**self.fill(dataset, chunk), **self.fill_weighted(dataset, chunk)},
+            "genweights": {dataset: {meta.get("filename", "?"): sums}},
             "cutflow": {dataset: self.cutflow(chunk)},
             "entries": {meta.get("filename", "?"): int(batch.n_entries)},
             "notices": notices,

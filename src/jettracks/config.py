@@ -30,6 +30,7 @@ __all__ = [
     "ExecutorConfig",
     "GenerateConfig",
     "MLDatasetConfig",
+    "NormalisationConfig",
     "OutputConfig",
     "ProcessorConfig",
     "RunConfig",
@@ -98,6 +99,13 @@ class DatasetConfig(_Strict):
         treename: override the reader's default tree.
         metadata: free-form metadata passed to the processor (``is_mc``, ...).
         generate: when set and no file matches, generate the files first.
+        xsec: cross section of a simulated dataset (pb): its weighted histograms are
+            normalised to ``normalisation.lumi`` (:mod:`jettracks.normalisation`).
+        lumi_mask: collision data: a CMS certification JSON (``{"run": [[first, last], ...]}``,
+            relative to the config file's directory): events outside are cut (cut-flow step
+            ``events_certified``) and the per-lumisection rows are labelled good/bad.
+        lumi_csv: collision data: brilcalc ``--byls`` CSV output: the report gives the
+            integrated luminosity of the processed lumisections.
     """
 
     files: list[str] = Field(default_factory=list)
@@ -106,6 +114,9 @@ class DatasetConfig(_Strict):
     treename: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     generate: GenerateConfig | None = None
+    xsec: float | None = Field(default=None, gt=0)
+    lumi_mask: str | None = None
+    lumi_csv: str | None = None
 
     @field_validator("files", mode="before")
     @classmethod
@@ -281,11 +292,26 @@ class OutputConfig(_Strict):
     transfer_mb: float = Field(default=256.0, gt=0)
 
 
+class NormalisationConfig(_Strict):
+    """Simulation normalisation and the data/simulation comparison (``normalisation``).
+
+    Attributes:
+        lumi: target integrated luminosity (pb⁻¹): a simulated dataset with ``xsec`` is
+            scaled to ``xsec · lumi · genWeight / Σ genWeight``; with collision data, its
+            luminosity (the label of the data/simulation plots).
+        sqrt_s_tev: centre-of-mass energy for the plot labels (TeV).
+    """
+
+    lumi: float | None = Field(default=None, gt=0)
+    sqrt_s_tev: float = Field(default=13.0, gt=0)
+
+
 class RunConfig(_Strict):
-    """A whole run: ``name``, ``datasets``, ``processor``, ``executor``, ``output``."""
+    """A whole run: ``name``, ``datasets``, ``processor``, ``executor``, ``output``, ``normalisation``."""
 
     name: str = "run"
     datasets: dict[str, DatasetConfig]
+    normalisation: NormalisationConfig = Field(default_factory=NormalisationConfig)
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -38,7 +38,8 @@ def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, An
             for dataset in h.axes["dataset"]:
                 for flavour in h.axes["flavour"]:
                     sub = h[{"dataset": dataset, "flavour": flavour}]
-                    if sub.sum(flow=True) == 0:
+                    total = sub.sum(flow=True)
+                    if getattr(total, "value", total) == 0 and getattr(total, "variance", 0) == 0:
                         continue
                     f[f"{dataset}/{name}_{flavour}"] = sub
     return [coffea_path, root_path]
@@ -102,14 +103,15 @@ def dataset_label(dataset: Any, files: list[str] | None = None) -> tuple[str, st
 
 
 def draw_label(ax: Any, label: tuple[str, str], rlabel: str = "jettracks") -> None:
-    """The experiment-style label: bold ``label[0]``, italic ``label[1]`` (top left), ``rlabel`` (top right)."""
-    text = ax.text(0.0, 1.005, label[0], transform=ax.transAxes, ha="left", va="bottom",
-                   fontweight="bold", fontsize="large")
+    """The experiment-style label: bold ``label[0]`` with italic ``label[1]`` below it, inside
+    the axes at the top left; ``rlabel`` (e.g. luminosity and energy) above the axes, right."""
+    ax.text(0.03, 0.97, label[0], transform=ax.transAxes, ha="left", va="top",
+            fontweight="bold", fontsize="large")
     if label[1]:
-        ax.annotate(" " + label[1], xycoords=text, xy=(1, 0), ha="left", va="bottom",
-                    fontstyle="italic", fontsize="medium")
+        ax.text(0.03, 0.90, label[1], transform=ax.transAxes, ha="left", va="top",
+                fontstyle="italic", fontsize="medium")
     if rlabel:
-        ax.text(1.0, 1.005, rlabel, transform=ax.transAxes, ha="right", va="bottom", fontsize="medium")
+        ax.text(1.0, 1.01, rlabel, transform=ax.transAxes, ha="right", va="bottom", fontsize="medium")
 
 
 def save_plots(
@@ -162,6 +164,8 @@ def _save_plots(plot_dir: Path, hists: Mapping[str, Any], is_data: bool, labels:
             if not drawn:
                 continue
             ax.set_yscale(yscale)
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, hi * (30 if yscale == "log" else 1.35))  # room for the label
             if name == "track_abs_dxy":
                 ax.set_xscale("log")
             ax.set_xlabel(per_flavour.axes[-1].label)
@@ -241,7 +245,13 @@ def write_outputs(
 
     hists, cutflow = output.get("hists", {}), output.get("cutflow", {})
     ml_parts = output.get("ml_parts", [])
+    norm_cfg = getattr(cfg, "normalisation", None)
+    lumi = getattr(norm_cfg, "lumi", None)
     if hists:
+        from ..normalisation import normalise
+
+        # Simulation with xsec: the *_weighted histograms scaled to xsec · lumi / Σ genWeight.
+        report["normalisation"] = normalise(hists, output.get("genweights", {}), cfg.datasets, lumi)
         save_hists(out_dir, hists, cutflow)
     ml_dir = out_dir / "ml"
     if cfg.output.ml and (ml_dir.exists() or ml_parts):
@@ -274,3 +284,12 @@ def write_outputs(
             files.setdefault(f["dataset"], []).append(f["file"])
         labels = {name: dataset_label(ds, files.get(name)) for name, ds in cfg.datasets.items()}
         report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc, labels=labels)]
+        data = [n for n, ds in cfg.datasets.items() if not ds.metadata.get("is_mc", True)]
+        mc = [n for n, ds in cfg.datasets.items() if ds.metadata.get("is_mc", True)]
+        if data and mc:  # a run with both: the data/simulation comparison
+            from ..normalisation import save_data_mc_plots
+
+            report["plots"] += [p.name for p in save_data_mc_plots(
+                out_dir, hists, data=data, mc=mc, lumi=lumi,
+                sqrt_s_tev=getattr(norm_cfg, "sqrt_s_tev", 13.0), label=labels[data[0]],
+            )]

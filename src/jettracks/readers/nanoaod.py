@@ -67,7 +67,7 @@ class NanoAODReader(Reader):
         return [*self.EVENT.values(), *self.JET.values()]
 
     def optional_branches(self) -> list[str]:
-        return [*self.FLAVOUR.values(), *self.ISOTRACK.values(), *self.ISOTRACK_EXTRA.values()]
+        return [*self.FLAVOUR.values(), *self.ISOTRACK.values(), *self.ISOTRACK_EXTRA.values(), "genWeight"]
 
     def read(self, columns: Any) -> EventBatch:
         fields = self.fields_of(columns)
@@ -81,6 +81,8 @@ class NanoAODReader(Reader):
             flavour_fields=tuple(flav),
             n_entries=len(n_jet),
         )
+        if "genWeight" in fields:  # simulation's per-event generator weight (normalisation)
+            batch.gen_weight = flat(columns["genWeight"], np.float64)
         if not all(b in fields for b in self.ISOTRACK.values()):
             batch.tracks = None
             batch.track_kind = "none"

@@ -122,12 +122,16 @@ class DelphesReader(Reader):
     def optional_branches(self) -> list[str]:
         return [*self.FLAVOUR.values(), self.EVENT_NUMBER]
 
-    def missing_branches(self, available: set[str]) -> list[str]:
-        return [b for b in self.required_branches() if self.spelling(b, available) is None]
+    def missing_branches(self, available: set[str], *, ml: bool = True) -> list[str]:
+        skip = () if ml else self.ml_only_branches
+        return [b for b in self.required_branches() if b not in skip and self.spelling(b, available) is None]
 
-    def branches(self, available: set[str] | None = None) -> list[str]:
-        """Branches to read, spelled as in the file when ``available`` is given."""
+    def branches(self, available: set[str] | None = None, *, ml: bool = True) -> list[str]:
+        """Branches to read, spelled as in the file when ``available`` is given (both
+        spellings otherwise: the engine reads the ones the file has)."""
         names = self.required_branches() + self.optional_branches()
+        if not ml:
+            names = [b for b in names if b not in self.ml_only_branches]
         if available is None:
             return list(dict.fromkeys(names + [_short(b) for b in names]))
         found = [self.spelling(b, available) for b in names]

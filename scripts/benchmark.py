@@ -618,6 +618,15 @@ SECTIONS["peers"] = section_peers
 from _ml_bench import section_ml  # noqa: E402
 
 SECTIONS["ml"] = section_ml
+# Sections wan, metadata, files2000, multihost (issue 12): far-away files through the delay
+# proxy, 2,000-file metadata and run, namespaced hosts without a shared disk (scripts/_wan_bench.py).
+from _wan_bench import SECTIONS as _WAN_SECTIONS  # noqa: E402
+
+SECTIONS.update(_WAN_SECTIONS)
+# Section cache (issue 15): the column cache on the peers section's files (scripts/_cache_bench.py).
+from _cache_bench import section_cache  # noqa: E402
+
+SECTIONS["cache"] = section_cache
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -636,6 +645,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cone-dr", type=float, default=CONE_DR)
     p.add_argument("--seed", type=int, default=20261125)
     _peers_arguments(p)
+    p.add_argument("--wan-threads", type=int, default=3, help="wan: threads per worker (latency overlap)")
     p.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     p.add_argument("--_memory-how", dest="memory_how", default="rss", help=argparse.SUPPRESS)
     p.add_argument("--_data", dest="data_dir", help=argparse.SUPPRESS)

@@ -28,6 +28,7 @@ over chunks (``entries``: tree entries read per file, for the run's accounting;
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from jettracks.physics.association import compare_association
 from jettracks.physics.impact import dxy_significance, signed_dxy, valid_dxy
 from jettracks.physics.kernels import KERNEL_COLUMNS, associate_tracks, delta_r
 from jettracks.normalisation import WEIGHTED_HISTS, genweight_sums, weighted_name
+from jettracks import lumi as lumitools
 
 __all__ = [
     "CUTFLOW_STEPS",
@@ -150,6 +152,7 @@ class ChunkAnalysis:
         n_jets: jets in the chunk before the selection.
         n_tracks_selected: tracks passing the track selection (charge, pT) before association.
         is_mc: simulation (weighted histograms use ``genWeight``) or collision data (weight 1).
+        n_events_certified: events inside the certification JSON (None: no mask).
     """
 
     batch: Any
@@ -164,6 +167,7 @@ class ChunkAnalysis:
     n_jets: int
     n_tracks_selected: int
     is_mc: bool = True
+    n_events_certified: int | None = None
     _dxy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _sdxy: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
@@ -179,6 +183,22 @@ class ChunkAnalysis:
             dxy_err = ak.to_numpy(flat_tracks["dxy_err"]).astype(np.float64)
             self._dxy = (dxy, dxy_err, valid_dxy(dxy, dxy_err))
         return self._dxy
+
+    def select(self, keep: np.ndarray) -> ChunkAnalysis:
+        """The same chunk with only the selected jets where ``keep`` (bool per selected jet):
+        the lumi mask acts here, after the per-lumisection summaries saw every event."""
+        keep = np.asarray(keep, dtype=bool)
+        return dataclasses.replace(
+            self,
+            jets=self.jets[keep],
+            jet_event=self.jet_event[keep],
+            jet_tracks=self.jet_tracks[keep],
+            flavour_codes=np.asarray(self.flavour_codes)[keep],
+            flavour_labels=np.asarray(self.flavour_labels)[keep],
+            labels_by_definition={k: np.asarray(v)[keep] for k, v in self.labels_by_definition.items()},
+            _dxy=None,
+            _sdxy=None,
+        )
 
     def track_sdxy(self) -> tuple[np.ndarray, np.ndarray]:
         """Flat ``(sdxy_cm, sdxy_sig)`` over all associated tracks (computed once).
@@ -427,9 +447,11 @@ class JetTrackProcessor(processor.ProcessorABC):
     def cutflow(self, chunk: ChunkAnalysis) -> dict[str, int]:
         """Counts of the cut flow (:data:`CUTFLOW_STEPS`) for one analysed chunk."""
         dxy, _, valid = chunk.track_dxy()
+        certified = {} if chunk.n_events_certified is None else {"events_certified": chunk.n_events_certified}
         return {
             "entries": int(chunk.batch.n_entries),
             "events": chunk.n_events,
+            **certified,
             "jets": chunk.n_jets,
             "selected_jets": int(len(chunk.jets)),
             "tracks": chunk.n_tracks_selected,
@@ -450,6 +472,18 @@ class JetTrackProcessor(processor.ProcessorABC):
             chunk.n_events = count_event_starts(batch.run, batch.lumi, batch.event, previous=previous)
         notices = set(batch.notices)
         notices.add(f"{dataset}: flavour definition {chunk.flavour_definition}")
+        lumisections = None
+        per_jet = self.reader_for(fmt).per_jet_entries
+        if (not chunk.is_mc or meta.get("lumi_summary")) and not per_jet:
+            # Per-lumisection summaries on every event, before the certification mask.
+            lumisections = {dataset: self._lumi_summary(chunk)}
+        certification = meta.get("lumi_mask")
+        if certification is not None:
+            if per_jet:
+                raise ValueError(f"{dataset}: lumi_mask needs an event-level format, not {fmt}")
+            in_mask = lumitools.mask_events(certification, batch.run, batch.lumi)
+            chunk = chunk.select(in_mask[chunk.jet_event])
+            chunk.n_events_certified = int(in_mask.sum())
         if not batch.has_dxy:
             notices.add(f"{dataset}: format {fmt} has no impact parameters; dxy histograms absent")
         ml_parts: list[str] = []
@@ -467,6 +501,8 @@ class JetTrackProcessor(processor.ProcessorABC):
             "notices": notices,
             "ml_parts": ml_parts,
         }
+        if lumisections is not None:
+            out["lumisections"] = lumisections
         if self.compare_association and batch.links is not None:
             out["association_comparison"] = {
                 dataset: compare_association(
@@ -479,6 +515,20 @@ class JetTrackProcessor(processor.ProcessorABC):
                 )
             }
         return out
+
+    def _lumi_summary(self, chunk: ChunkAnalysis) -> dict[str, np.ndarray]:
+        """Per-(run, lumi) additive vectors of one chunk (:func:`jettracks.lumi.chunk_summary`)."""
+        batch = chunk.batch
+        dxy, dxy_err, valid = chunk.track_dxy()
+        _, ssig = chunk.track_sdxy()
+        return lumitools.chunk_summary(
+            batch.run, batch.lumi,
+            jets_per_event=ak.to_numpy(ak.num(batch.jets, axis=1)),
+            sel_jet_event=chunk.jet_event,
+            tracks_per_sel_jet=ak.to_numpy(ak.num(chunk.jet_tracks, axis=1)),
+            dxy=dxy, dxy_sig=dxy_significance(dxy, dxy_err), sdxy_sig=ssig,
+            valid=valid if batch.has_dxy else np.zeros(len(dxy), bool),
+        )
 
     def postprocess(self, accumulator):
         return accumulator

@@ -205,7 +205,7 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
         fileset[name] = {
             "files": files,
             "treename": treename,
-            "metadata": {**ds.metadata, "format": fmt},
+            "metadata": {**ds.metadata, "format": fmt, **_lumi_mask(cfg, name, ds)},
         }
     configure_remote_reading(fileset, client, cfg.executor)
     if console is not None:
@@ -213,6 +213,18 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
             if cfg.datasets[name].format == "auto":
                 console.print(f"datasets.{name}: format auto -> detected [bold]{fmt}[/bold]")
     return DatasetPlan(fileset, formats, branches, deduplicated)
+
+
+def _lumi_mask(cfg, name: str, ds) -> dict:
+    """``{"lumi_mask": {...}}`` (the certification JSON's content, for the workers) or ``{}``."""
+    if not ds.lumi_mask:
+        return {}
+    from . import lumi
+
+    try:
+        return {"lumi_mask": lumi.load_certification(lumi.resolve(cfg, ds.lumi_mask))}
+    except ValueError as err:
+        raise ConfigError(f"datasets.{name}.lumi_mask: {err}") from None
 
 
 def _note_missing_optional(name: str, used: str, reader, available: set[str], console) -> None:

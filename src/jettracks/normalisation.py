@@ -191,7 +191,7 @@ def save_data_mc_plots(
             log = name in ("jet_pt", "track_sdxy_significance")
             ax.set_yscale("log" if log else "linear")
             lo, hi = ax.get_ylim()
-            ax.set_ylim(lo, hi * (30 if log else 1.35))  # room for the label
+            ax.set_ylim(lo, hi * (100 if log else 1.7))  # room for the label and legend
             unit = "Tracks" if name.startswith("track") else "Jets"
             ax.set_ylabel(f"{unit} / bin" + (" (simulation: xsec · L)" if lumi else ""))
             ax.legend(fontsize="x-small", loc="upper right")

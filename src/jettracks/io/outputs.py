@@ -253,6 +253,18 @@ def write_outputs(
         # Simulation with xsec: the *_weighted histograms scaled to xsec · lumi / Σ genWeight.
         report["normalisation"] = normalise(hists, output.get("genweights", {}), cfg.datasets, lumi)
         save_hists(out_dir, hists, cutflow)
+    if output.get("lumisections"):
+        from .. import lumi as lumitools
+
+        report["lumisections"] = {
+            name: lumitools.write_lumi_outputs(
+                out_dir, name, vectors,
+                certification=lumitools.load_certification(lumitools.resolve(cfg, ds.lumi_mask)) if ds.lumi_mask else None,
+                lumi_csv=lumitools.resolve(cfg, ds.lumi_csv) if ds.lumi_csv else None,
+            )
+            for name, vectors in output["lumisections"].items()
+            if (ds := cfg.datasets.get(name)) is not None
+        }
     ml_dir = out_dir / "ml"
     if cfg.output.ml and (ml_dir.exists() or ml_parts):
         from . import mldata

@@ -623,6 +623,10 @@ SECTIONS["ml"] = section_ml
 from _wan_bench import SECTIONS as _WAN_SECTIONS  # noqa: E402
 
 SECTIONS.update(_WAN_SECTIONS)
+# Section cache (issue 15): the column cache on the peers section's files (scripts/_cache_bench.py).
+from _cache_bench import section_cache  # noqa: E402
+
+SECTIONS["cache"] = section_cache
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -30,8 +30,11 @@ Per-lumisection summaries (:data:`SUMMARY_COLUMNS`)
     are derived after the merge (:func:`summary_table`):
 
     - ``|dxy|``: 60 log-spaced bins from 1e-4 to 10 cm (factor 10^(1/12) ≈ 1.21 a bin),
-      interpolated log-linearly within the bin: a quantile is exact to within its bin,
-      i.e. within ±21 % (typically a few %); values below 1e-4 cm count in the first bin.
+      interpolated log-linearly within the bin: the q-quantile lies in the bin of the
+      ⌈qN⌉-th smallest value (the inverted-CDF quantile), so it is within ±21 % of it
+      (typically a few %); with few tracks in a lumisection, other quantile definitions
+      (e.g. numpy's default, interpolating between order statistics) can differ by more,
+      as the tail is sparse; values below 1e-4 cm count in the first bin.
     - lifetime-signed ``dxy/σ``: 160 bins of 0.25 from −20 to 20 (linear interpolation;
       exact to ±0.25); values beyond ±20 count in the edge bins.
 

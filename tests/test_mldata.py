@@ -181,7 +181,10 @@ def test_train_example_learns_both_tasks_and_shuffled_labels_do_not(training_sam
         assert (tmp_path / "real" / name).stat().st_size > 1000, name
     imp = real["tasks"]["flavour"]["feature_importance"]
     # impact-parameter significance (i-th padded track, counts above thresholds), not kinematics, leads
-    assert any(f.startswith(("pad_track_dxy_sig[", "n_tracks_sig_gt_")) for f in list(imp)[:3]), imp
+    # an impact-parameter feature ranks in the top 3 (with the generator's displaced QCD
+    # background, as displaced as real data, |dxy| features can outrank the significance counts)
+    assert any(f.startswith(("pad_track_dxy_sig[", "n_tracks_sig_gt_", "max_abs_dxy", "median_abs_dxy"))
+               for f in list(imp)[:3]), imp
     assert not {"jet_pt", "jet_eta"} & set(list(imp)[:3]), imp
     again = _train(training_sample.ml_dir, tmp_path / "again", *fast)
     assert again == real  # identical seeds, identical results

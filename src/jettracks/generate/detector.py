@@ -7,6 +7,10 @@ so the random stream is consumed in a fixed order):
 1. :func:`soft_particles`: underlying-event and pile-up candidates;
 2. :func:`merge_candidates`: jet constituents and soft candidates in one list;
 3. :func:`apply_acceptance`: no tracks beyond the tracker, HF beyond |η| 3, charge, mass;
+3b. :func:`displaced_background`: K0S/Λ decays, conversions and nuclear interactions in the
+   tracker material, badly measured tracks (only with ``displaced_fraction`` /
+   ``bad_track_fraction`` > 0: otherwise no random numbers are drawn, so samples made
+   with both at 0 are those of earlier versions);
 4. :func:`track_parameters`: track details and impact parameters (d0, dz, errors; −1 fill);
 5. :func:`track_quality`: vertex association, fromPV, lost inner hits, quality, χ², PUPPI;
 6. :func:`generator_ids`: generator-level particle ids;
@@ -38,6 +42,12 @@ from .physics import (
     ORIGIN_SECONDARY,
     ORIGIN_UE,
     PIXEL_LAYER_R,
+    BG_BAD,
+    BG_CONVERSION,
+    BG_NONE,
+    BG_NUCLEAR,
+    BG_V0,
+    MATERIAL_R,
     Events,
     ModelOptions,
     _choice,
@@ -94,6 +104,9 @@ def finish_events(
     soft = soft_particles(rng, o, n, evt["n_pu"], evt["mu_true"], evt["pv_z"])
     a = merge_candidates(con, jet["jet_event"], soft)
     apply_acceptance(a)
+    if "llp" in cand_extra:  # LLP decay products are displaced already: not background
+        a["llp_cand"] = np.concatenate([cand_extra["llp"], np.full(soft["n"], -1, np.int64)])
+    displaced_background(rng, o, a)
     track_parameters(rng, o, a)
     track_quality(rng, a)
     generator_ids(rng, a)
@@ -198,6 +211,66 @@ def apply_acceptance(a: dict[str, Any]) -> None:
     a.update(pdg=a_pdg, apdg=apdg, charge=a_charge, charged=a_charged, origin=a_origin, mass=a_mass)
 
 
+def displaced_background(rng: np.random.Generator, o: ModelOptions, a: dict[str, Any]) -> None:
+    """What makes real QCD tracks displaced: sets ``background`` (``BG_*``), moves the
+    production vertex ``vx, vy, vz`` of the chosen tracks and sets ``res_scale`` in ``a``.
+
+    Among the charged candidates that are prompt so far (jet constituents, underlying
+    event, pile-up: not b/c-hadron, K0S/Λ-in-jet or LLP products), a fraction
+    ``displaced_fraction`` is produced away from the beam line:
+
+    - 50 %: K0S / Λ decay products: transverse production radius r ~ Exp(mean
+      ``displaced_radius``) cm, truncated at 60 cm;
+    - 25 %: photon conversions and 25 %: nuclear interactions, at a tracker-material radius
+      (:data:`~.physics.MATERIAL_R`, ±0.3 cm);
+    - r is capped so the vertex stays within |z| < 100 cm of the primary vertex (r·|sinh η|);
+
+    each leaving its vertex at an angle θ to the radial direction (in the transverse
+    plane), θ ~ Rayleigh(``displaced_angle``/p) (× 3 for nuclear interactions), capped at
+    π/2 (p in GeV: decay and scattering angles fall as 1/p). With the vertex at radius r in
+    azimuth φ_trk + θ, the straight-line geometry of :func:`track_parameters` gives
+    |dxy| = r·|sin θ| and a small dz; :func:`track_quality` then gives them lost inner hits
+    beyond the first pixel layer, as real secondaries have. The candidate's id is kept.
+
+    A further fraction ``bad_track_fraction`` of all charged candidates is badly measured:
+    its impact-parameter smearing is widened × U(3, 20) (``res_scale``), its stored error not.
+    """
+    na = a["n"]
+    a["background"] = np.full(na, BG_NONE, dtype=np.int8)
+    a["res_scale"] = np.ones(na)
+    if o.displaced_fraction <= 0 and o.bad_track_fraction <= 0:
+        return
+    charged = a["charged"]
+    origin = a["origin"]
+    llp = a.get("llp_cand")
+    prompt = charged & ((origin == ORIGIN_JET) | (origin == ORIGIN_UE) | (origin == ORIGIN_PU))
+    if llp is not None:
+        prompt &= llp < 0
+    if o.displaced_fraction > 0:
+        pick = np.flatnonzero(prompt & (rng.random(na) < o.displaced_fraction))
+        n = pick.size
+        kind = _choice(rng, np.array([BG_V0, BG_CONVERSION, BG_NUCLEAR]), [0.5, 0.25, 0.25], n)
+        lam = o.displaced_radius
+        r_v0 = -lam * np.log1p(-rng.random(n) * -np.expm1(-60.0 / lam))
+        r_mat = np.asarray(MATERIAL_R)[rng.integers(0, len(MATERIAL_R), n)] + rng.uniform(-0.3, 0.3, n)
+        r = np.where(kind == BG_V0, r_v0, r_mat)
+        # inside the tracker volume (|z| < 100 cm from the PV: margin for the PV's and
+        # pile-up vertices' own z): forward tracks get a smaller radius
+        r = np.minimum(r, 100.0 / np.maximum(np.abs(np.sinh(a["eta"][pick])), 1e-9))
+        p = np.maximum(a["pt"][pick], 0.05) * np.cosh(a["eta"][pick])
+        scale = o.displaced_angle / p * np.where(kind == BG_NUCLEAR, 3.0, 1.0)
+        theta = np.minimum(rng.rayleigh(1.0, n) * scale, 0.5 * math.pi) * np.where(rng.random(n) < 0.5, 1, -1)
+        phi_v = a["phi"][pick] + theta
+        a["vx"][pick] = a["vx"][pick] + r * np.cos(phi_v)
+        a["vy"][pick] = a["vy"][pick] + r * np.sin(phi_v)
+        a["vz"][pick] = a["vz"][pick] + r * np.sinh(a["eta"][pick])
+        a["background"][pick] = kind
+    if o.bad_track_fraction > 0:
+        bad = charged & (rng.random(na) < o.bad_track_fraction)
+        a["res_scale"][bad] = rng.uniform(3.0, 20.0, int(bad.sum()))
+        a["background"][bad & (a["background"] == BG_NONE)] = BG_BAD
+
+
 def track_parameters(rng: np.random.Generator, o: ModelOptions, a: dict[str, Any]) -> None:
     """Track details and impact parameters (cm): ``has_trk``, ``d0``, ``dz``, ``d0err``,
     ``dzerr`` (−1 without track details), the resolutions ``sxy``, ``sz`` and the true
@@ -208,7 +281,7 @@ def track_parameters(rng: np.random.Generator, o: ModelOptions, a: dict[str, Any
     sxy = _ip_resolution(a_pt, o.dxy_res_const, o.dxy_res_slope)
     sz = _ip_resolution(a_pt, o.dz_res_const, o.dz_res_slope)
     gxy, gz = _vertex_ip(a["vx"], a["vy"], a["vz"], a["phi"], a["eta"])
-    tail = np.where(rng.random(na) < 0.03, 3.0, 1.0)
+    tail = np.where(rng.random(na) < 0.03, 3.0, 1.0) * a.get("res_scale", 1.0)
     d0 = gxy + sxy * tail * rng.normal(0.0, 1.0, na)
     dz = gz + sz * tail * rng.normal(0.0, 1.0, na)
     d0err = sxy * np.exp(rng.normal(0.0, 0.12, na))
@@ -309,6 +382,7 @@ def collection_order(
         "origin": a["origin"],
         "vertex": a["vtx"],
         "hasTrack": a["has_trk"],
+        "background": a.get("background", np.zeros(a["n"], np.int8)),
         "genPdgId": a["gen_pdg"],
         "vx": a["vx"],
         "vy": a["vy"],

@@ -75,6 +75,11 @@ ORIGIN_HF = 1  # b/c hadron decay product in a jet
 ORIGIN_SECONDARY = 2  # K0S / Lambda decay product in a jet
 ORIGIN_UE = 3  # underlying event, primary vertex
 ORIGIN_PU = 4  # pile-up vertex
+#: Displaced-background truth (``cands["background"]``), orthogonal to the origin codes.
+BG_NONE, BG_V0, BG_CONVERSION, BG_NUCLEAR, BG_BAD = 0, 1, 2, 3, 4
+#: Radii (cm) of tracker material where conversions and nuclear interactions happen:
+#: the three pixel barrel layers, the pixel support / strip inner barrel layers.
+MATERIAL_R = (4.4, 7.3, 10.2, 21.0, 25.5, 33.9, 41.8, 49.8)
 
 _TWO_PI = 2.0 * math.pi
 
@@ -126,6 +131,12 @@ class ModelOptions:
     dz_res_slope: float = 0.0095
     ctau_b: float = 0.0455
     secondary_fraction: float = 0.005
+    # displaced background (jettracks.generate.detector.displaced_background); cm, rad·GeV
+    # calibrated on pfnano.root's charged tracks in bins of pT (model docstring, "Displaced background")
+    displaced_fraction: float = 0.13
+    displaced_radius: float = 8.0
+    displaced_angle: float = 0.25
+    bad_track_fraction: float = 0.025
     # process "llp" only (see jettracks.generate.llp); GeV, cm
     llp_mass: float = 50.0
     llp_ctau: float = 1.0
@@ -171,7 +182,7 @@ class ModelOptions:
         if not self.pt_spectrum_index > 1:
             bad("pt_spectrum_index", "must be > 1")
         for name in ("frac_g", "frac_uds", "frac_c", "frac_b", "g_to_bb", "g_to_cc",
-                     "ue_fraction", "secondary_fraction"):
+                     "ue_fraction", "secondary_fraction", "displaced_fraction", "bad_track_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 bad(name, "must be in [0, 1]")
         if self.g_to_bb + self.g_to_cc > 1:
@@ -187,7 +198,7 @@ class ModelOptions:
         if not self.track_pt_min >= 0:
             bad("track_pt_min", "must be >= 0")
         for name in ("dxy_res_const", "dxy_res_slope", "dz_res_const", "dz_res_slope",
-                     "ctau_b"):
+                     "ctau_b", "displaced_radius", "displaced_angle"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
         self._validate_llp(bad)

@@ -22,7 +22,22 @@ _done = False
 
 
 def _decompress(self, data: bytes, uncompressed_bytes=None) -> bytes:
-    return lzma.decompress(data)
+    try:
+        return lzma.decompress(data)
+    except lzma.LZMAError as err:
+        message = f"LZMA: {err}"
+    # Raised outside the handler (no chained cause): the error type uproot's own path
+    # raises for a damaged basket (cramjam's), so a bad file reads the same either way.
+    raise _error_type()(message)
+
+
+def _error_type() -> type[Exception]:
+    try:
+        import cramjam
+
+        return cramjam.DecompressionError
+    except (ImportError, AttributeError):  # pragma: no cover - cramjam is an uproot dependency
+        return lzma.LZMAError
 
 
 def use_stdlib_lzma() -> bool:

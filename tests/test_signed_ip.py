@@ -270,3 +270,30 @@ def test_column_plan_reads_details_only_for_ml():
     assert not details & set(without)
     assert "genWeight" in without
     assert "JetPFCands_jetIdx" in JetTrackProcessor(association="constituents").columns("pfnano")
+
+
+@needs_cms
+def test_real_treemaker_dz_significance(tmp_path):
+    """TreeMaker: dz significance from Tracks_dzErrorPV0, per track, equals dz/dzErr of the raw branches."""
+    path = CMS / "treemaker.root"
+    proc = JetTrackProcessor(cone_dr=CONE, ml_dir=str(tmp_path))
+    with uproot.open(path) as f:
+        t = f["PreSelection"]
+        cols = [b for b in proc.columns("treemaker", set(t.keys(recursive=True))) if b in t]
+        arrays = {b: t[b].array() for b in cols}
+        raw = t.arrays(["Tracks_dzPV0", "Tracks_dzErrorPV0", "Tracks_dxyErrorPV0"])
+    assert "Tracks_dzErrorPV0" in cols
+    out = proc.process(ChunkColumns(arrays, {"dataset": "tm", "format": "treemaker", "is_mc": True,
+                                             "filename": str(path), "entrystart": 0, "entrystop": len(raw)}))
+    table = ak.from_parquet(out["ml_parts"][0])
+    sig = ak.to_numpy(ak.flatten(table.track_dz_sig))
+    dz = ak.to_numpy(ak.flatten(table.track_dz))
+    err = ak.to_numpy(ak.flatten(table.track_dz_err))
+    ok = np.isfinite(sig)
+    assert ok.sum() > 100
+    np.testing.assert_allclose(sig[ok], dz[ok].astype(np.float64) / err[ok], rtol=1e-5)
+    # the values are the file's: every (dz, dzErr) pair of the table occurs in the raw branches
+    raw_dz = ak.to_numpy(ak.flatten(raw.Tracks_dzPV0)).astype(np.float32)
+    raw_err = ak.to_numpy(ak.flatten(raw.Tracks_dzErrorPV0)).astype(np.float32)
+    pairs = set(zip(raw_dz.tolist(), raw_err.tolist()))
+    assert all(p in pairs for p in zip(dz[ok].tolist(), err[ok].tolist()))

@@ -61,11 +61,15 @@ class TreeMakerReader(Reader):
         "dz": "Tracks_dzPV0",
     }
 
+    #: dz uncertainty (cm), for the ML columns track_dz_err / track_dz_sig only.
+    DZ_ERR: ClassVar[str] = "Tracks_dzErrorPV0"
+    ml_only_branches: ClassVar[tuple[str, ...]] = ("Tracks_dzErrorPV0",)
+
     def required_branches(self) -> list[str]:
         return [*self.EVENT.values(), *self.JET.values(), *self.TRACK.values()]
 
     def optional_branches(self) -> list[str]:
-        return list(self.FLAVOUR.values())
+        return [*self.FLAVOUR.values(), self.DZ_ERR]
 
     @classmethod
     def find_tree(cls, trees: dict[str, set[str]]) -> str | None:
@@ -118,6 +122,12 @@ class TreeMakerReader(Reader):
             "dxy_err": dxy_err,
             "dz": np.where(valid, dz, np.nan),
         }
+        notices = []
+        if self.DZ_ERR in fields:
+            dz_err = flat(columns[self.DZ_ERR], np.float64)
+            tracks["dz_err"] = np.where(valid & (dz_err > 0), dz_err, np.nan)
+        else:
+            notices.append(f"format treemaker: no {self.DZ_ERR}: ML columns track_dz_err, track_dz_sig absent")
         return EventBatch(
             run=flat(columns[self.EVENT["run"]], np.int64),
             lumi=flat(columns[self.EVENT["lumi"]], np.int64),
@@ -128,4 +138,5 @@ class TreeMakerReader(Reader):
             has_dxy=True,
             flavour_fields=tuple(flav),
             n_entries=len(n_jet),
+            notices=notices,
         )

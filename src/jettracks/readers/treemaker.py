@@ -122,12 +122,11 @@ class TreeMakerReader(Reader):
             "dxy_err": dxy_err,
             "dz": np.where(valid, dz, np.nan),
         }
-        notices = []
+        # Read only for ML output; a file without it is named by the run's plan-time note
+        # (optional branch missing): no column, never a fill.
         if self.DZ_ERR in fields:
             dz_err = flat(columns[self.DZ_ERR], np.float64)
             tracks["dz_err"] = np.where(valid & (dz_err > 0), dz_err, np.nan)
-        else:
-            notices.append(f"format treemaker: no {self.DZ_ERR}: ML columns track_dz_err, track_dz_sig absent")
         return EventBatch(
             run=flat(columns[self.EVENT["run"]], np.int64),
             lumi=flat(columns[self.EVENT["lumi"]], np.int64),
@@ -138,5 +137,4 @@ class TreeMakerReader(Reader):
             has_dxy=True,
             flavour_fields=tuple(flav),
             n_entries=len(n_jet),
-            notices=notices,
         )

@@ -168,3 +168,35 @@ def test_cli_generate_reuses_and_refuses(tmp_path, project_root):
     assert replaced.returncode == 0, replaced.stderr
     assert _events(out / "jetntuple_0000.root") == _events(
         generate_file(tmp_path / "r.root", format="jetntuple", n_events=5, seed=8, file_index=0))
+
+
+def test_run_overwrite_regenerates_a_stale_generated_sample(tmp_path):
+    """A config's ``generate:`` sample written with other parameters (older code, another
+    seed): a run refuses with one line; ``run --overwrite`` generates it again and runs."""
+    from jettracks.execution import ConfigError, RunError, run_config
+
+    data = tmp_path / "data"
+    keep = data / "notes.txt"
+    data.mkdir()
+    keep.write_text("mine")
+    _gen(data, seed=99, n_files=2, events_per_file=12)  # the stale sample
+    stale = [_events(p) for p in sorted(data.glob("jetntuple_*.root"))]
+    cfg = {
+        "name": "regen",
+        "datasets": {"qcd": {
+            "files": [str(data / "jetntuple_*.root")], "format": "jetntuple", "metadata": {"is_mc": True},
+            "generate": {"process": "qcd", "files": 2, "events_per_file": 12, "seed": 4, "out": str(data),
+                         "options": dict(SMALL)},
+        }},
+        "executor": {"backend": "serial"},
+        "output": {"dir": str(tmp_path / "out"), "plots": False, "ml": False},
+    }
+    with pytest.raises((ConfigError, RunError)) as err:
+        run_config(cfg, progress=False)
+    assert "\n" not in str(err.value) and "overwrite" in str(err.value)
+    result = run_config(cfg, progress=False, overwrite=True)
+    assert result.report["status"] == "ok"
+    fresh = [_events(p) for p in sorted(data.glob("jetntuple_*.root"))]
+    want = [_events(_reference(tmp_path, seed=4, n_events=12, index=i)) for i in range(2)]
+    assert fresh == want != stale
+    assert keep.read_text() == "mine"

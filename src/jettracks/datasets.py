@@ -73,7 +73,8 @@ def _listed_files(name: str, ds: DatasetConfig, base_dir, timeout: int) -> list[
         raise RunError(str(err)) from None
 
 
-def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, console=None) -> list[str]:
+def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, console=None,
+                       regenerate: bool = False) -> list[str]:
     """The dataset's files, repeats included (the caller drops and reports them), generating
     the files first when a pattern matches nothing and ``generate`` is set.
 
@@ -106,6 +107,7 @@ def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, con
             seed=gen.seed,
             process=gen.process,
             client=client,
+            overwrite=regenerate,
             **gen.options,
         )
     except ValueError as err:
@@ -115,7 +117,7 @@ def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, con
     return _listed_files(name, ds, cfg.base_dir, timeout)
 
 
-def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) -> DatasetPlan:
+def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, regenerate: bool = False) -> DatasetPlan:
     """Resolve every dataset's files, drop repeats, detect formats and check one readable file each.
 
     Files: see :func:`resolve_files` (absolute from here on). A file named twice
@@ -131,6 +133,10 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
     A readable file of the wrong format (or missing the reader's branches) is a
     ``RunError`` naming it.
 
+    ``regenerate``: datasets with a ``generate:`` section whose files this generator
+    wrote with other parameters (older code, changed options) are generated again
+    (``run --overwrite``); files the generator did not write are never replaced.
+
     Args:
         cfg: the run config (``executor.max_files`` limits files per dataset).
         processor: the processor (its ``reader_for(format)`` gives the reader, if it has one).
@@ -143,7 +149,8 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None) ->
     deduplicated: list[dict[str, str]] = []
 
     timeout = cfg.executor.xrootd_timeout
-    lists = {name: _files_or_generate(name, ds, cfg, client, console) for name, ds in cfg.datasets.items()}
+    lists = {name: _files_or_generate(name, ds, cfg, client, console, regenerate)
+             for name, ds in cfg.datasets.items()}
     try:
         lists, dropped = deduplicate(lists, lambda ds, f: file_identity(f), by="path")
     except SharedFileError as err:

@@ -120,7 +120,8 @@ def run_config(
         skip_bad_files: finish the run past files/chunks that keep failing and
             report what was skipped (default: stop, naming the first failure, once
             every other chunk has finished and been checkpointed).
-        overwrite: replace an output directory left by a different config/processor.
+        overwrite: replace an output directory left by a different config/processor, and
+            regenerate ``generate:`` samples this generator wrote with other parameters.
         resume: require an earlier run of the same config to resume from (rerunning
             the same command resumes anyway).
         refresh: ignore the cached file metadata (entries per file).
@@ -162,7 +163,7 @@ def run_config(
         try:
             return _run_claimed(
                 cfg, state, proc, client=client, progress=progress,
-                skip_bad_files=skip_bad_files, refresh=refresh, console=console,
+                skip_bad_files=skip_bad_files, refresh=refresh, console=console, regenerate=overwrite,
             )
         except (RunError, ConfigError) as err:
             # Whatever stopped the run, report.json must not keep an earlier run's "ok".
@@ -234,7 +235,7 @@ def fingerprint_config(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_bad_files: bool,
-                 refresh: bool, console) -> RunResult:
+                 refresh: bool, console, regenerate: bool = False) -> RunResult:
     """Steps 3-8, inside the claimed and locked run directory ``state``."""
     from .engines import run_engine
     from .io.checkpoints import RunCheckpointer
@@ -254,7 +255,8 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
         with cluster_ctx as handle:
             if handle.dashboard_link:
                 console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
-            plan = datasets.prepare_datasets(cfg, proc, client=handle.client, console=console)
+            plan = datasets.prepare_datasets(cfg, proc, client=handle.client, console=console,
+                                             regenerate=regenerate)
             times["prepared"] = time.perf_counter()
             files = metadata.collect_metadata(
                 plan.fileset, client=handle.client, ex=ex, refresh=refresh, console=console,

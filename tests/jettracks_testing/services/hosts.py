@@ -59,6 +59,19 @@ def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return res
 
 
+def _kept(hidden: list[str]) -> list[str]:
+    """Directories the hosts' processes need that lie under a hidden directory: the Python
+    environment (``sys.prefix``) and the project (this file is in its ``tests/``)."""
+    project = Path(__file__).resolve().parents[3]
+    wanted = {str(Path(sys.prefix).resolve()), str(project)}
+    out = []
+    for path in sorted(wanted):
+        if any(path == h or path.startswith(h.rstrip("/") + "/") for h in hidden):
+            if not any(path.startswith(k.rstrip("/") + "/") for k in out):
+                out.append(path)
+    return out
+
+
 def _reachable(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -142,8 +155,23 @@ class Hosts:
     # -- processes -------------------------------------------------------------------------------
     def _private_cmd(self, name: str, cmd: list[str]) -> list[str]:
         """``cmd`` in host ``name``'s network namespace and a private mount namespace
-        (tmpfs over /tmp and over every hidden directory)."""
-        mounts = " && ".join(f"mount -t tmpfs -o size=2g tmpfs {d}" for d in ["/tmp", *self.hide])
+        (tmpfs over /tmp and over every hidden directory).
+
+        The Python environment and the project (:func:`_kept`) stay visible even when
+        they live under a hidden directory (a checkout in /tmp, as CI may use): they are
+        bind-mounted aside on a private tmpfs before the hiding and back after it.
+        """
+        hidden = ["/tmp", *self.hide]
+        keep = _kept(hidden)
+        steps = []
+        if keep:
+            steps.append("mount -t tmpfs -o size=1m tmpfs /mnt")
+            for i, path in enumerate(keep):
+                steps += [f"mkdir -p /mnt/k{i}", f"mount --bind '{path}' /mnt/k{i}"]
+        steps += [f"mount -t tmpfs -o size=2g tmpfs '{d}'" for d in hidden]
+        for i, path in enumerate(keep):
+            steps += [f"mkdir -p '{path}'", f"mount --bind /mnt/k{i} '{path}'"]
+        mounts = " && ".join(steps)
         script = f"{mounts} && mkdir -p /tmp/scratch /tmp/cache && exec \"$@\""
         return ["ip", "netns", "exec", self.netns(name), "unshare", "--mount", "--propagation", "private",
                 "sh", "-c", script, "sh", *cmd]

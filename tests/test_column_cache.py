@@ -121,8 +121,7 @@ def test_damaged_entry_is_discarded_and_recomputed(tmp_path, damage, file_opens)
     key_dir = victim.parent
     start, stop = (int(x) for x in key_dir.name.split("-"))
     uuid = key_dir.parent.parent.name
-    tree = next(t for (ds, f), m in meta.items() for t in ["Events"])
-    assert ColumnCache(cache).get(ChunkKey(uuid, tree, start, stop), "PFCands_pt") is not None
+    assert ColumnCache(cache).get(ChunkKey(uuid, "Events", start, stop), "PFCands_pt") is not None
 
 
 def test_changed_file_misses(tmp_path, file_opens):
@@ -168,7 +167,7 @@ def test_least_recently_used_entries_are_evicted(tmp_path):
     assert bounded.info().bytes <= bounded.max_bytes
 
 
-def _writer_process(root: str, seed: int) -> None:
+def _writer_process(root: str) -> None:
     cache = ColumnCache(root)
     key = ChunkKey("same", "Events", 0, 50_000)
     for _ in range(20):
@@ -178,7 +177,7 @@ def _writer_process(root: str, seed: int) -> None:
 def test_concurrent_writers_of_one_entry(tmp_path):
     ColumnCache(tmp_path / "c")
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_writer_process, args=(str(tmp_path / "c"), i)) for i in range(3)]
+    procs = [ctx.Process(target=_writer_process, args=(str(tmp_path / "c"),)) for _ in range(3)]
     for p in procs:
         p.start()
     for p in procs:

@@ -537,13 +537,16 @@ def _duplicate_key(node: yaml.Node, path: tuple[str, ...] = (), seen: set[int] |
     return None
 
 
-def load_config(source: str | os.PathLike | dict) -> RunConfig:
-    """Read and validate a run config from a YAML file path (or an already-read mapping).
+def load_config(source: str | os.PathLike | dict | RunConfig) -> RunConfig:
+    """Read and validate a run config from a YAML file path (or an already-read mapping;
+    a :class:`RunConfig` comes back as a deep copy, so callers may change it).
 
     Raises:
         ConfigError: file unreadable, YAML malformed, a key repeated, or a key
             invalid; one line.
     """
+    if isinstance(source, RunConfig):
+        return source.model_copy(deep=True)
     if isinstance(source, dict):
         return parse_config(source)
     path = Path(source)

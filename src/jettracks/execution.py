@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cluster, datasets, metadata
-from .config import ConfigError, RunConfig, apply_overrides, load_config, parse_config
+from .config import ConfigError, RunConfig, apply_overrides, load_config
 from .errors import RunError
 from .report import RunReport
 
@@ -140,12 +140,7 @@ def run_config(
     from .loading import load_processor
 
     console = console or Console(stderr=True)
-    if isinstance(config, RunConfig):
-        cfg = config.model_copy(deep=True)
-    elif isinstance(config, dict):
-        cfg = parse_config(config)
-    else:
-        cfg = load_config(config)
+    cfg = load_config(config)
     cfg = apply_overrides(
         cfg, workers=workers, chunksize=chunksize, max_files=max_files, scheduler=scheduler,
         backend=backend, output_dir=output_dir, plots=plots, cache=cache,

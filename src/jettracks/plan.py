@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigError, RunConfig, apply_overrides, load_config, parse_bytes_text, parse_config
+from .config import ConfigError, RunConfig, apply_overrides, load_config, parse_bytes_text
 from .errors import RunError
 
 __all__ = [
@@ -304,12 +304,7 @@ def plan_run(
     from .io.files import EntryCache
     from .loading import load_processor
 
-    if isinstance(config, RunConfig):
-        cfg = config.model_copy(deep=True)
-    elif isinstance(config, dict):
-        cfg = parse_config(config)
-    else:
-        cfg = load_config(config)
+    cfg = load_config(config)
     cfg = apply_overrides(cfg, chunksize=chunksize, max_files=max_files)
     proc = load_processor(cfg, None)
     limit, source = worker_memory_limit(cfg)

@@ -370,7 +370,7 @@ class ChunkReader:
                     opened.append(rootfile[spec.treename])
                 return opened[0]
 
-            known = cache is not None and spec.fileuuid and cache.layout(spec.fileuuid, spec.treename)
+            known = cache.layout(spec.fileuuid, spec.treename) if cache is not None and spec.fileuuid else None
             if not known and _rntuple.is_rntuple(open_tree()):
                 with self(spec) as events:
                     yield iter([events])
@@ -378,7 +378,7 @@ class ChunkReader:
             with _reading.read_batches(
                 open_tree, spec.events_metadata(), list(columns),
                 entry_start=spec.entrystart, entry_stop=spec.entrystop, batch_bytes=self.batch_bytes,
-                cache=cache,
+                cache=cache, layout=known,
             ) as batches:
                 yield batches
 

@@ -149,6 +149,7 @@ def read_batches(
     entry_stop: int,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     cache: Any = None,
+    layout: Mapping[str, Any] | None = None,
 ) -> Iterator[Iterator[ChunkColumns]]:
     """Sub-batches of one chunk of a TTree (see the module docstring).
 
@@ -162,6 +163,8 @@ def read_batches(
         cache: a :class:`~jettracks.io.column_cache.ColumnCache`, or None. Columns it holds
             are read from it; the others are read from the file and written to it, committed
             when the chunk is done (an interrupted chunk leaves nothing).
+        layout: the tree's stored layout when the caller has read it from the cache already
+            (:func:`tree_layout`); ``None``: read here (or measured from the file).
 
     Yields an iterator of :class:`ChunkColumns`; arrays of a sub-batch are dropped
     before the next is read.
@@ -178,7 +181,8 @@ def read_batches(
             tree.append(open_tree())
         return tree[0]
 
-    layout = cache.layout(key.fileuuid, key.treename) if key is not None else None
+    if layout is None and key is not None:
+        layout = cache.layout(key.fileuuid, key.treename)
     if layout is None or int(layout.get("num_entries", -1)) < entry_stop:
         # Without a cache only the planned branches are measured (a NanoAOD has ~1,500).
         layout = tree_layout(source(), None if key is not None else list(columns))

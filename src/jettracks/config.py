@@ -271,7 +271,11 @@ class OutputConfig(_Strict):
     """Where outputs go and which to write.
 
     Attributes:
-        dir: run output directory (relative paths are relative to the working directory).
+        dir: run output directory (relative paths are relative to the working directory), or
+            a ``root://host[:port]//path`` URL that the client and every worker reach (XRootD
+            with writes allowed): ML parts, checkpoints, histograms, plots, logs and the report
+            are written there (atomically: temporary name, then ``mv`` on the server), and a
+            rerun resumes from the checkpoints there.
         plots: write ``plots/*.png``.
         ml: write per-jet ML columns as ``ml/part-*.parquet`` (written by the workers),
             with ``manifest.json`` and ``README.md`` describing every column.
@@ -290,6 +294,18 @@ class OutputConfig(_Strict):
     ml_dataset: MLDatasetConfig = Field(default_factory=MLDatasetConfig)
     transfer: Literal["shared", "dask"] = "shared"
     transfer_mb: float = Field(default=256.0, gt=0)
+
+    @field_validator("dir")
+    @classmethod
+    def _local_or_xrootd(cls, v: str) -> str:
+        from .io.xrootd import is_url, is_xrootd, split_xrootd_url
+
+        if is_url(v):
+            if not is_xrootd(v):
+                raise ValueError("a local directory or a root:// URL (no other URL scheme)")
+            if split_xrootd_url(v)[2]:
+                raise ValueError("a root:// URL without a query (?...)")
+        return v
 
 
 class NormalisationConfig(_Strict):

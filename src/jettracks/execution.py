@@ -49,7 +49,8 @@ class RunResult:
         hists: name -> ``hist.Hist`` (axes: dataset, flavour, variable).
         cutflow: dataset -> step -> count.
         report: the run's :class:`~jettracks.report.RunReport` (what ``report.json`` holds).
-        output_dir: the run directory.
+        output_dir: the run directory (a ``Path``, or a :class:`~jettracks.io.outfs.RemotePath`
+            for a ``root://`` ``output.dir``).
         ml_dir: directory of the per-jet Parquet parts (None when disabled).
     """
 
@@ -135,6 +136,7 @@ def run_config(
     """
     from rich.console import Console
 
+    from .io.outfs import out_path
     from .io.outputs import package_versions
     from .io.rundir import RunDirectory, RunDirError, describe_removal, run_fingerprint
     from .loading import load_processor
@@ -145,7 +147,7 @@ def run_config(
         cfg, workers=workers, chunksize=chunksize, max_files=max_files, scheduler=scheduler,
         backend=backend, output_dir=output_dir, plots=plots, cache=cache,
     )
-    out_dir = Path(cfg.output.dir).expanduser().absolute()
+    out_dir = out_path(cfg.output.dir).expanduser().absolute()  # a local Path or a root:// RemotePath
     proc = load_processor(cfg, out_dir / "ml" if cfg.output.ml else None)
     state = RunDirectory(out_dir, run_fingerprint(type(proc), fingerprint_config(cfg), package_versions()))
     try:

@@ -333,8 +333,9 @@ def write_lumi_outputs(
     import pyarrow.parquet as pq
 
     from .io.atomic import atomic_path
+    from .io.outfs import out_path
 
-    lumi_dir = Path(out_dir) / "lumis"
+    lumi_dir = out_path(out_dir) / "lumis"
     lumi_dir.mkdir(parents=True, exist_ok=True)
     table = summary_table(vectors, certification)
     if certification is None:

@@ -148,16 +148,15 @@ def save_data_mc_plots(
     lower panel shows data / simulation with the data's errors and the simulation's
     statistical band. The label carries the luminosity (pb⁻¹, as given) and √s (TeV).
     """
-    from pathlib import Path
-
     import matplotlib.style
     import mplhep as hep
     from matplotlib.figure import Figure
 
     from .io.atomic import atomic_path
+    from .io.outfs import out_path
     from .io.outputs import draw_label
 
-    plot_dir = Path(out_dir) / "plots"
+    plot_dir = out_path(out_dir) / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = []
     lumi_text = (f"{lumi:g} pb$^{{-1}}$ " if lumi else "") + f"({sqrt_s_tev:g} TeV)"

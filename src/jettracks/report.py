@@ -225,7 +225,9 @@ class RunReport(_Record):
 
 def load_report(path: str | os.PathLike) -> RunReport:
     """Read a ``report.json`` (or a run directory holding one)."""
-    p = Path(path)
+    from .io.outfs import out_path
+
+    p = out_path(path)
     if p.is_dir():
         p = p / "report.json"
     return RunReport.model_validate_json(p.read_text())

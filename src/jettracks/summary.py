@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .io.outfs import out_path
 from .report import ChunkTiming, FileReport, RunReport, load_report
 
 __all__ = ["ChunkStats", "MLCard", "RunSummary", "SummaryError", "human_bytes", "summarize"]
@@ -136,7 +137,7 @@ def summarize(out_dir: str | os.PathLike, report: RunReport | None = None) -> Ru
     Raises:
         SummaryError: no ``report.json``, or one that does not parse (one line).
     """
-    out = Path(out_dir).expanduser().absolute()
+    out = out_path(out_dir).expanduser().absolute()
     if report is None:
         path = out / "report.json"
         if not path.is_file():
@@ -163,7 +164,7 @@ def summarize(out_dir: str | os.PathLike, report: RunReport | None = None) -> Ru
 def _ml_card(out: Path, report: RunReport) -> MLCard | None:
     if report.ml_dataset is None:
         return None
-    ml_dir = Path(report.ml_dataset.dir)
+    ml_dir = out_path(report.ml_dataset.dir)
     if not ml_dir.is_absolute() or not ml_dir.is_dir():
         ml_dir = out / "ml"
     try:

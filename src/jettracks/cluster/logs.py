@@ -87,10 +87,18 @@ def capture_dask_logs(log_path: Path | None, *, verbose: bool = False) -> Iterat
     Yields:
         ``log_path``.
     """
+    from ..io.outfs import RemotePath
+
     handler: logging.Handler | None = None
-    if log_path is not None:
-        log_path = Path(log_path)
-        handler = _LazyFileHandler(log_path)
+    local_log = remote_log = None
+    if isinstance(log_path, RemotePath):  # written here, appended to the server's copy at the end
+        import tempfile
+
+        remote_log, local_log = log_path, Path(tempfile.mkdtemp(prefix="jettracks-log-")) / log_path.name
+    elif log_path is not None:
+        local_log = log_path = Path(log_path)
+    if local_log is not None:
+        handler = _LazyFileHandler(local_log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         handler.setLevel(logging.INFO)
     consoles: list[tuple[logging.Handler, int]] = []
@@ -114,6 +122,25 @@ def capture_dask_logs(log_path: Path | None, *, verbose: bool = False) -> Iterat
             for name in _DASK_LOGGERS:
                 logging.getLogger(name).removeHandler(handler)
             handler.close()
+        if remote_log is not None:
+            _append_remote(local_log, remote_log)
+
+
+def _append_remote(local: Path, remote) -> None:
+    """Append the local log file to the log on the server (atomically); never raises."""
+    import shutil
+
+    from ..io.atomic import atomic_path
+
+    try:
+        if local.is_file():
+            old = remote.read_bytes() if remote.is_file() else b""
+            with atomic_path(remote) as tmp:
+                tmp.write_bytes(old + local.read_bytes())
+    except OSError as err:  # logging must never end the run
+        logger.warning("cannot write %s: %s", remote, err)
+    finally:
+        shutil.rmtree(local.parent, ignore_errors=True)
 
 
 @contextlib.contextmanager

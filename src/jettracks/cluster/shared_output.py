@@ -50,6 +50,8 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ..io.outfs import RemotePath, create_new, out_path
+
 __all__ = ["FIX", "OutputGuard", "OutputProbePlugin", "probe_reason"]
 
 logger = logging.getLogger(__name__)
@@ -75,17 +77,20 @@ def probe_reason(path: str, token: str, wait_s: float = 0.0) -> str | None:
     Returns:
         None, or a short phrase such as ``"probe file absent"``.
     """
+    probe = out_path(path)
     deadline = time.monotonic() + max(wait_s, 0.0)
     while True:
         try:
-            with open(path, encoding="utf-8") as f:
+            with probe.open("r", encoding="utf-8") as f:
                 content = f.read(256).strip()
             reason = None if content == token else "probe file holds another token"
         except FileNotFoundError:
-            parent = os.path.dirname(path)
-            reason = "probe file absent" if os.path.isdir(parent) else "directory absent"
+            reason = "probe file absent" if probe.parent.is_dir() else "directory absent"
         except OSError as err:
-            reason = f"probe file unreadable: {type(err).__name__}: {err.strerror or err}"
+            if isinstance(probe, RemotePath):  # the server's message says which (absent, unreachable)
+                reason = f"probe file unreadable: {' '.join(str(err).split())[:200]}"
+            else:
+                reason = f"probe file unreadable: {type(err).__name__}: {err.strerror or err}"
         if reason is None or time.monotonic() >= deadline:
             return reason
         time.sleep(0.2)
@@ -174,7 +179,7 @@ class OutputGuard:
         self._ctx = cluster_ctx
         #: ``dask``: the workers write nothing into out_dir (output.transfer), so they need not see it
         self.transfer = transfer
-        self.out_dir = Path(out_dir)
+        self.out_dir = out_path(out_dir)
         self.console = console
         self.wait_s = wait_s
         self.client = None
@@ -216,10 +221,7 @@ class OutputGuard:
         self.token = secrets.token_hex(8)
         self.topic = f"jettracks-output-probe-{self.token}"
         probe = self.out_dir / f"{PROBE_PREFIX}{self.token}"
-        with open(probe, "x", encoding="utf-8") as f:  # "x": never overwrite a file we did not write
-            f.write(self.token + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        create_new(probe, self.token + "\n")  # never overwrite a file we did not write
         self.probe = probe
         results = client.run(_worker_probe, str(probe), self.token, self.wait_s, on_error="return")
         bad = {}
@@ -305,7 +307,7 @@ class OutputGuard:
                         f"{r.get('line', r.get('reason'))}: it was closed before taking work"
                     )
             report["notices"] = sorted(set(notices))
-        parts = [Path(p) for p in (output.get("ml_parts") or [])]
+        parts = [out_path(p) for p in (output.get("ml_parts") or [])]
         from ..io.mldata import part_available  # a resumed part may live on in the finalized files
 
         missing_parts = [str(p) for p in parts if not part_available(p)]
@@ -368,7 +370,7 @@ class OutputGuard:
                     "entrystop": stop,
                     "fileuuid": str(uuidlib.UUID(bytes=raw)) if raw else "",
                 }
-                paths.append(Path(filepath(md)))
+                paths.append(out_path(filepath(md)))
             if paths and not any(p.is_file() for p in paths):
                 missing.append(str(paths[0]))
         return missing

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid as uuidlib
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -20,12 +19,13 @@ from coffea.processor.checkpointer import CheckpointerABC
 
 from .atomic import atomic_path
 from .mldata import part_available
+from .outfs import OutPath, out_path
 
 __all__ = ["RunCheckpointer"]
 
 
 class RunCheckpointer(CheckpointerABC):
-    """Per-chunk checkpoints under ``checkpoint_dir`` (a path every worker can reach).
+    """Per-chunk checkpoints under ``checkpoint_dir`` (a path or ``root://`` URL every worker can reach).
 
     Key: ``<dataset>/<sha1(URL)[:12]>-<file uuid>/<start>-<stop>.pkl``; the run
     fingerprint is the directory name chosen by the caller. Writes are atomic.
@@ -34,10 +34,10 @@ class RunCheckpointer(CheckpointerABC):
     def __init__(self, checkpoint_dir: str | os.PathLike) -> None:
         self.checkpoint_dir = str(checkpoint_dir)
 
-    def filepath(self, metadata: dict[str, Any]) -> Path:
+    def filepath(self, metadata: dict[str, Any]) -> OutPath:
         file_id = hashlib.sha1(metadata["filename"].encode()).hexdigest()[:12]
         return (
-            Path(self.checkpoint_dir)
+            out_path(self.checkpoint_dir)
             / metadata["dataset"]
             / f"{file_id}-{metadata.get('fileuuid') or 'nouuid'}"
             / f"{metadata['entrystart']}-{metadata['entrystop']}.pkl"
@@ -46,7 +46,7 @@ class RunCheckpointer(CheckpointerABC):
     def load(self, metadata, processor_instance):
         path = self.filepath(metadata)
         try:
-            with open(path, "rb") as f:
+            with path.open("rb") as f:
                 out = cloudpickle.load(f)
         except FileNotFoundError:
             return None

@@ -29,6 +29,7 @@ import awkward as ak
 import numpy as np
 
 from .atomic import atomic_path
+from .outfs import out_path, readable
 
 __all__ = [
     "COLUMNS", "Column", "ContentHash", "event_fold", "event_split", "finalize", "jet_columns", "key_hash",
@@ -437,7 +438,7 @@ def part_available(path: str | os.PathLike) -> bool:
     Checkpoints keep the path of their chunk's part; after :func:`finalize` the part
     lives on inside the finalized files, so a resumed chunk is not redone.
     """
-    p = Path(path)
+    p = out_path(path)
     if p.is_file():
         return True
     sources = _manifest(p.parent).get("sources") or {}
@@ -470,7 +471,7 @@ class _Sources:
 
         path = self.ml_dir / name
         if path.is_file():
-            table = pq.read_table(path)
+            table = pq.read_table(readable(path))
         else:
             pieces = [self._slice(f, start, stop) for f, start, stop in self.sources[name]]
             if not pieces:
@@ -489,7 +490,7 @@ class _Sources:
 
         pf = self._files.get(file)
         if pf is None:
-            pf = self._files[file] = pq.ParquetFile(self.ml_dir / file)
+            pf = self._files[file] = pq.ParquetFile(readable(self.ml_dir / file))
         groups, first, offset = [], None, 0
         for i in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(i).num_rows
@@ -740,7 +741,7 @@ def finalize(
 
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
-    ml_dir = Path(ml_dir)
+    ml_dir = out_path(ml_dir)
     ml_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(set(parts))
     old = _manifest(ml_dir)
@@ -769,7 +770,7 @@ def finalize(
         import pyarrow.parquet as pq
 
         for f in files:
-            check.add(pq.read_table(ml_dir / f, columns=list(KEY_COLUMNS)))
+            check.add(pq.read_table(readable(ml_dir / f), columns=list(KEY_COLUMNS)))
         if str(check) != str(plan.content):
             raise RuntimeError(
                 f"ML finalize: the finalized files hold {check} (rows:hash), the parts {plan.content}; nothing changed")
@@ -860,7 +861,7 @@ def refinalize(
     """
     from .rundir import MARKER, RunDirectory, RunDirError
 
-    ml_dir = Path(path)
+    ml_dir = out_path(path)
     if not (ml_dir / "manifest.json").is_file() and (ml_dir / "ml" / "manifest.json").is_file():
         ml_dir = ml_dir / "ml"
     old = _manifest(ml_dir)
@@ -929,7 +930,7 @@ def _write_hdf5(ml_dir: Path, parts: list[Path]) -> Path:
     scalar = ["jet_pt", "jet_eta", "jet_phi", "jet_mass", "flavour_code", "is_signal", "run", "lumi", "event", "jet_index"]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for part in parts:
-            table = pq.read_table(part)
+            table = pq.read_table(readable(part))
             names = [n for n in table.column_names if n.startswith("pad_") or n in scalar or n == "split"]
             for name in names:
                 col = table.column(name)

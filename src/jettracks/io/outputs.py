@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path
+from .outfs import RemotePath
 
 __all__ = ["dataset_label", "draw_label", "package_versions", "save_hists", "save_plots", "save_report", "write_outputs"]
 
@@ -207,7 +208,7 @@ def _jsonable(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, (np.floating,)):
         return float(obj)
-    if isinstance(obj, Path):
+    if isinstance(obj, (Path, RemotePath)):
         return str(obj)
     return obj
 

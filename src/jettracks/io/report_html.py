@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
+from .outfs import out_path
 
 __all__ = ["REPORT_HTML", "render_report_html", "write_report_html"]
 
@@ -113,7 +114,7 @@ def render_report_html(summary: Any) -> str:
     plots = []
     for name, path in summary.plots:
         try:
-            plots.append({"name": name, "src": _data_uri(Path(path).read_bytes())})
+            plots.append({"name": name, "src": _data_uri(out_path(path).read_bytes())})
         except OSError:  # listed but unreadable: say so rather than break the page
             plots.append({"name": name, "src": None})
     chunk_hist = _chunk_histogram(summary.chunks.seconds)

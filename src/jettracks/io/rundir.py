@@ -10,7 +10,10 @@ A run directory is *claimed* before anything is read or written:
 - a lock (``.jettracks-run.lock``, an exclusive ``flock`` held for the whole run)
   keeps a second writer out. The kernel drops the lock when its process dies,
   so a lock left by a killed run is never stale; the file names the holder
-  (host, pid) for the refusal message;
+  (host, pid) for the refusal message. On a ``root://`` directory (no ``flock``
+  there) the lock is a lease: the file is created only if absent (XRootD ``kXR_new``),
+  names the holder and is renewed every :data:`LEASE_RENEW_S` seconds; a lock of a dead
+  process on this host, or one not renewed for :data:`LEASE_S` seconds, is stale and taken over;
 - ``--overwrite`` removes only jettracks' own outputs, by name
   (:data:`OWN_OUTPUTS`): other files in the directory are kept and counted.
 
@@ -27,13 +30,17 @@ import hashlib
 import inspect
 import json
 import os
+import secrets
 import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text_atomic
+from .outfs import RemotePath, create_new, out_path
 
 __all__ = [
     "LOCK",
@@ -47,6 +54,10 @@ __all__ = [
 
 MARKER = ".jettracks-run.json"
 LOCK = ".jettracks-run.lock"
+#: A ``root://`` run directory's lock not renewed for this many seconds is stale.
+LEASE_S = 120.0
+#: How often a run renews its ``root://`` lock.
+LEASE_RENEW_S = 20.0
 
 #: What jettracks writes at the top of a run directory (glob patterns; a directory
 #: pattern ends in ``/`` and lists the patterns jettracks writes inside it).
@@ -110,10 +121,14 @@ class RunDirectory:
         text = os.fspath(path)
         if not text.strip():
             raise RunDirError("output directory: empty path")
-        self.path = Path(text).expanduser().absolute()
+        try:
+            self.path = out_path(text).expanduser().absolute()
+        except ValueError as err:
+            raise RunDirError(f"output directory: {err}") from None
         self.fingerprint = fingerprint
         self.checkpoint_dir = self.path / "checkpoints" / fingerprint
         self._lock_fd: int | None = None
+        self._lease: _Lease | None = None
 
     # -- claim -----------------------------------------------------------------------------
     def claim(self, *, overwrite: bool = False, resume: bool = False) -> ClaimResult:
@@ -181,6 +196,9 @@ class RunDirectory:
 
     # -- lock ------------------------------------------------------------------------------
     def _lock(self) -> None:
+        if isinstance(self.path, RemotePath):
+            self._lease = _Lease.acquire(self.path / LOCK)
+            return
         import fcntl
 
         path = self.path / LOCK
@@ -215,12 +233,88 @@ class RunDirectory:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def __enter__(self) -> RunDirectory:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class _Lease:
+    """The lock of a ``root://`` run directory (see the module docstring)."""
+
+    def __init__(self, path: RemotePath, content: dict[str, Any]) -> None:
+        self.path, self.content = path, content
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="jettracks-lease", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def acquire(cls, path: RemotePath) -> _Lease:
+        content = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8),
+                   "time": time.time()}
+        for _ in range(2):
+            try:
+                create_new(path, json.dumps(content))
+                return cls(path, content)
+            except FileExistsError:
+                holder = _read_json(path)
+                if not _lease_stale(holder):
+                    who = f" (pid {holder.get('pid')} on {holder.get('host')})" if holder else ""
+                    raise RunDirError(
+                        f"{path.parent} is in use by another jettracks run{who}; wait for it or choose "
+                        f"another --output (a lock not renewed for {LEASE_S:.0f} s is taken over)"
+                    ) from None
+                path.unlink(missing_ok=True)  # a stale jettracks lock
+            except OSError as err:
+                raise RunDirError(f"cannot lock output directory {path.parent}: {_reason(err)}") from None
+        raise RunDirError(f"cannot lock output directory {path.parent}: another run took it meanwhile")
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_RENEW_S):
+            try:
+                write_text_atomic(self.path, json.dumps({**self.content, "time": time.time()}))
+            except OSError:
+                pass  # the next renewal tries again; the run's own writes fail loudly
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        try:  # only our own lock
+            if (_read_json(self.path) or {}).get("token") == self.content["token"]:
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _lease_stale(holder: dict[str, Any] | None) -> bool:
+    if not holder or not isinstance(holder.get("time"), (int, float)):
+        return True  # not a lock jettracks wrote whole (it writes atomically)
+    if holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
+        return True
+    return time.time() - holder["time"] > LEASE_S
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True
+    return True
+
+
+def _read_json(path: Any) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def remove_own_outputs(directory: Path) -> tuple[list[str], list[str]]:
@@ -265,11 +359,8 @@ def _rmdir_if_empty(path: Path) -> None:
 
 
 def _read_marker(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "fingerprint" in data else None
+    data = _read_json(path)
+    return data if data is not None and "fingerprint" in data else None
 
 
 def _names(names: list[str], limit: int = 3) -> str:

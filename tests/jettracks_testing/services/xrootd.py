@@ -21,6 +21,13 @@ single-slash form ``root://127.0.0.1:PORT/a/b.root`` is refused by the server
 ("Opening relative path ... is disallowed"), and the local absolute path
 ``root://...//DIR/a/b.root`` does not exist on the server.
 
+Writes. The export is read-write (``all.export / r/w``): clients create files and
+directories, rename (``mv``, atomic, replacing the target) and remove them, as a
+``root://`` ``output.dir`` needs. ``ofs.persist auto hold 0`` makes every file written
+persist-on-successful-close: a writer that dies before closing leaves no partial file.
+The server writes as its own user, so a directory it writes into must belong to it:
+:meth:`XRootDServer.writable_dir` (or :func:`make_writable`) makes one.
+
 Permissions. xrootd refuses to run as root; as root it is started with
 ``-R nobody``, so DIR and every parent directory must be traversable by others
 (``o+x``) and the files readable (``o+r``). pytest's ``/tmp/pytest-of-root`` is
@@ -49,7 +56,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ServiceUnavailable", "XRootDServer", "start_xrootd", "stop_xrootd", "free_port"]
+__all__ = ["ServiceUnavailable", "XRootDServer", "free_port", "make_writable", "start_xrootd", "stop_xrootd"]
 
 HOST = "127.0.0.1"
 DEFAULT_RUN_DIR = Path(tempfile.gettempdir()) / "jettracks-xrootd"
@@ -115,6 +122,18 @@ def _other_can_traverse(root: Path) -> str | None:
     if not root.stat().st_mode & stat.S_IROTH:
         return f"{root} (mode {stat.S_IMODE(root.stat().st_mode):o}, not readable)"
     return None
+
+
+def make_writable(path: str | os.PathLike) -> Path:
+    """Create directory ``path`` (below a served directory) writable by the server's user:
+    owned by ``nobody`` when the server runs as root (``-R nobody``), else by this user."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam(RUN_AS)
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    p.chmod(0o755)
+    return p
 
 
 def _log_tail(path: Path, n: int = 15) -> str:
@@ -194,6 +213,11 @@ class XRootDServer:
     def is_running(self) -> bool:
         return _alive(self.pid)
 
+    def writable_dir(self, rel: str) -> str:
+        """Make ``root_dir/rel`` a directory the server may write into; return its URL."""
+        make_writable(self.root_dir / rel)
+        return self.url_for(rel)
+
     # -- lifecycle --------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> XRootDServer:
         """Start the daemon and wait until it answers; raises :class:`ServiceUnavailable`."""
@@ -224,7 +248,8 @@ class XRootDServer:
         self.config_file.write_text(
             f"xrd.port {self.port}\n"
             f"oss.localroot {self.root_dir}\n"
-            "all.export /\n"
+            "all.export / r/w\n"  # writes: root:// output directories
+            "ofs.persist auto hold 0\n"  # a file whose writer dies before close is removed
             f"all.adminpath {self.run_dir}\n"
             f"all.pidpath {self.run_dir}\n"
         )

@@ -12,7 +12,6 @@ in its own network and mount namespace (fixture ``namespaced_hosts``, root only)
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jettracks_testing.compare import assert_equal_runs, ml_frame
 
 pytestmark = pytest.mark.service
 
@@ -78,33 +78,8 @@ def _runner(cfg_path: Path, address: str, *extra: str) -> subprocess.CompletedPr
     )
 
 
-def _ml_frame(out_dir: Path):
-    import pandas as pd
-
-    manifest = json.loads((out_dir / "ml" / "manifest.json").read_text())
-    df = pd.concat([pd.read_parquet(out_dir / "ml" / n) for n in manifest["part_files"]], ignore_index=True)
-    keys = [k for k in ("run", "luminosityBlock", "event", "jet_index") if k in df.columns]
-    return df.sort_values(keys).reset_index(drop=True)
-
-
 def _assert_equal_runs(out_dir: Path, serial) -> dict:
-    import pandas as pd
-    from coffea.util import load
-
-    report = json.loads((out_dir / "report.json").read_text())
-    assert report["status"] == "ok", report.get("error")
-    ent = report["entries"]
-    assert ent == serial.report["entries"] and ent["processed"] == N_FILES * EVENTS
-    assert ent["processed"] + ent["skipped"] == ent["expected"]
-    saved = load(out_dir / "hists.coffea")
-    hists = saved["hists"]
-    assert saved["cutflow"] == serial.cutflow
-    assert set(hists) == set(serial.hists)
-    for name, h in serial.hists.items():
-        np.testing.assert_array_equal(h.values(flow=True), hists[name].values(flow=True), err_msg=name)
-        np.testing.assert_array_equal(h.variances(flow=True), hists[name].variances(flow=True), err_msg=name)
-    pd.testing.assert_frame_equal(_ml_frame(out_dir), _ml_frame(serial.output_dir), check_like=True)
-    return report
+    return assert_equal_runs(out_dir, serial, N_FILES * EVENTS)
 
 
 def test_local_output_dir_workers_cannot_see_is_refused_in_one_line(namespaced_hosts, inputs, tmp_path):
@@ -176,4 +151,4 @@ def test_worker_link_cut_mid_run_finishes_with_exact_accounting(namespaced_hosts
         np.testing.assert_array_equal(h.values(flow=True), result.hists[name].values(flow=True), err_msg=name)
     import pandas as pd
 
-    pd.testing.assert_frame_equal(_ml_frame(out), _ml_frame(serial.output_dir), check_like=True)
+    pd.testing.assert_frame_equal(ml_frame(out), ml_frame(serial.output_dir), check_like=True)

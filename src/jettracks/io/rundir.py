@@ -117,8 +117,8 @@ class RunDirectory:
         fingerprint: the run's fingerprint (:func:`run_fingerprint`).
     """
 
-    def __init__(self, path: str | os.PathLike, fingerprint: str) -> None:
-        text = os.fspath(path)
+    def __init__(self, path: str | os.PathLike | RemotePath, fingerprint: str) -> None:
+        text = str(path) if isinstance(path, RemotePath) else os.fspath(path)
         if not text.strip():
             raise RunDirError("output directory: empty path")
         try:

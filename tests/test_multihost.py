@@ -152,3 +152,64 @@ def test_worker_link_cut_mid_run_finishes_with_exact_accounting(namespaced_hosts
     import pandas as pd
 
     pd.testing.assert_frame_equal(ml_frame(out), ml_frame(serial.output_dir), check_like=True)
+
+
+def _url_dir(hosts) -> tuple[str, Path]:
+    """A fresh directory on the hosts' XRootD server that it may write into: (URL + ``/run``,
+    the run directory on the server's disk)."""
+    import secrets
+
+    from jettracks_testing.services.xrootd import make_writable
+
+    rel = f"out-{secrets.token_hex(4)}"
+    make_writable(Path(hosts.serve_dir) / rel)
+    return hosts.url_for(rel) + "/run", Path(hosts.serve_dir) / rel / "run"
+
+
+def test_root_url_output_dir_delivers_complete_outputs(namespaced_hosts, inputs, serial, tmp_path):
+    """Workers and client write to the XRootD host: no shared disk, no transfer through Dask."""
+    url, local = _url_dir(namespaced_hosts)
+    cfg = _write_cfg(tmp_path / "run.yaml", _cfg(inputs, url))
+    res = _runner(cfg, namespaced_hosts.scheduler_address)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = _assert_equal_runs(local, serial)
+    workers = {c["worker"] for c in report["timing"]["chunks"]}
+    assert len(workers) == 2 and all(w.startswith(f"tcp://{namespaced_hosts.subnet}.") for w in workers), workers
+    assert len(list((local / "checkpoints").rglob("*.pkl"))) == report["chunks"]
+    assert (local / "report.html").is_file() and (local / ".jettracks-run.json").is_file()
+
+
+def test_scheduler_killed_mid_run_then_the_same_command_resumes_from_the_url(namespaced_hosts, inputs, serial,
+                                                                             tmp_path):
+    hosts = namespaced_hosts
+    url, local = _url_dir(hosts)
+    cfg = _write_cfg(tmp_path / "run.yaml", _cfg(inputs, url, processor="processors.testing:SlowJetTrackProcessor",
+                                                 options={"delay_s": 0.3}))
+    cmd = [sys.executable, "-m", "runner", "run", str(cfg), "--scheduler", hosts.scheduler_address, "--no-progress"]
+    first = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while len(list((local / "checkpoints").rglob("*.pkl"))) < 3:
+            assert first.poll() is None, first.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoints at the URL"
+            time.sleep(0.05)
+        hosts.kill("sched")
+        _, err = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+        for name in ["sched", *hosts.workers]:  # a new scheduler; the workers closed with the old one
+            hosts.respawn(name)
+    assert first.returncode != 0, err[-2000:]
+    done = len(list((local / "checkpoints").rglob("*.pkl")))
+    total = N_FILES * EVENTS // 20
+    assert 3 <= done < total
+    from distributed import Client
+
+    with Client(hosts.scheduler_address, timeout=30) as client:
+        hosts.wait_for_workers(client)
+    again = _runner(cfg, hosts.scheduler_address)
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = _assert_equal_runs(local, serial)
+    assert report["chunks"] == total and done <= report["chunks_from_checkpoint"] < total

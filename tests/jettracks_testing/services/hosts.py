@@ -98,6 +98,7 @@ class Hosts:
         self.names = ["sched"] + [f"w{i + 1}" for i in range(self.n_workers)] + (["xrd"] if serve_dir else [])
         self.ip = {name: f"{self.subnet}.{k + 2}" for k, name in enumerate(self.names)}
         self.procs: dict[str, subprocess.Popen] = {}
+        self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
         self._created_ns: list[str] = []
         self._created_links: list[str] = []
         self._xrootd_run_dir = self.workdir / "xrootd-run"
@@ -184,7 +185,21 @@ class Hosts:
         finally:
             log.close()
         self.procs[name] = proc
+        self._commands[name] = (cmd, env)
         return proc
+
+    def respawn(self, name: str, timeout: float = 60.0) -> None:
+        """Kill host ``name``'s process (if alive) and start it again with the same command
+        (the scheduler: waits until it accepts connections)."""
+        self.kill(name)
+        cmd, env = self._commands[name]
+        self._spawn(name, cmd, env)
+        if name == "sched":
+            deadline = time.monotonic() + timeout
+            while not _reachable(self.ip["sched"], SCHEDULER_PORT):
+                if time.monotonic() > deadline or self.procs["sched"].poll() is not None:
+                    raise ServiceUnavailable(f"scheduler did not restart: {self.log_tail('sched')}")
+                time.sleep(0.1)
 
     def _dask_env(self) -> dict[str, str]:
         env = {

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import RunError
 
-__all__ = ["FileMetadata", "collect_metadata", "file_metadata", "file_metadata_many"]
+__all__ = ["FileMetadata", "collect_metadata", "file_metadata", "file_metadata_many", "uproot_file_metadata"]
 
 
 @dataclass
@@ -88,12 +88,15 @@ def collect_metadata(fileset, *, client, ex, refresh: bool = False, console=None
                     results.extend(fut.result())
                 except Exception as err:  # the task itself died: every file of the batch
                     results.extend([err] * len(names[b]))
+        fresh = []
         for (ds, fname, tree), res in zip(todo, results):
             if isinstance(res, BaseException):
                 bad.append(ChunkFailure(ds, fname, 0, 0, error_line(res), stage="open"))
                 continue
+            signature = res.pop("signature", None)
             meta[(ds, fname)] = res
-            cache.put(fname, tree, res)
+            fresh.append((fname, tree, res, signature))
+        cache.put_many(fresh)
         _save_cache(cache, console)
     for m in meta.values():
         m["uuid_hex"] = bytes(m["uuid"]).hex() if not isinstance(m["uuid"], str) else m["uuid"]
@@ -153,7 +156,7 @@ def _entry_cache(refresh: bool):
 #: Files per metadata task (at most; fewer when the files are few, so every worker gets work).
 METADATA_BATCH = 256
 #: Files one task opens at a time (threads: opening is waiting on round trips, not CPU).
-METADATA_THREADS = 32
+METADATA_THREADS = 128
 
 
 def file_metadata_many(filenames: list[str], treenames: list[str], timeout: int, retries: int = 0,
@@ -180,8 +183,22 @@ def file_metadata_many(filenames: list[str], treenames: list[str], timeout: int,
 def file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
     """Entries and file UUID of one ROOT file (``numentries``, ``uuid`` bytes).
 
-    Raises the reading error unchanged: the caller records it against the file.
+    Read from the file's bytes by :func:`jettracks.io.rootmeta.tree_metadata` (a TTree in
+    the top directory of a local or ``root://`` file: no uproot model, one open, one or two
+    reads), which then also gives ``signature`` (the cache's ``(key, size, mtime)`` from the
+    same open); anything else (subdirectories, RNTuple, other URLs, an unusual record) is
+    read by uproot. Raises the reading error unchanged: the caller records it against the file.
     """
+    from .io.rootmeta import tree_metadata
+
+    fast = tree_metadata(filename, treename, timeout)
+    if fast is not None:
+        return fast
+    return uproot_file_metadata(filename, treename, timeout)
+
+
+def uproot_file_metadata(filename: str, treename: str, timeout: int) -> dict[str, Any]:
+    """:func:`file_metadata` by ``uproot.open(...)[treename].num_entries`` (the reference)."""
     import uproot
 
     from .io.files import AutoSource

@@ -60,7 +60,7 @@ def file_signature(name: str, *, timeout: int = 30) -> tuple[str, int, float] | 
 
 
 #: Files stat'ed at a time by :meth:`EntryCache.get_many`.
-STAT_THREADS = 64
+STAT_THREADS = 128
 
 
 def map_threads(fn, items: list, threads: int) -> list:
@@ -71,6 +71,11 @@ def map_threads(fn, items: list, threads: int) -> list:
 
     with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="jettracks-io") as pool:
         return list(pool.map(fn, items))
+
+
+def _remote(name: str) -> bool:
+    """A URL whose stat is a request to a server (not ``file://``)."""
+    return is_url(name) and not name.lower().startswith("file://")
 
 
 def _default_cache_path() -> Path:
@@ -180,15 +185,20 @@ class EntryCache:
     def get_many(self, items: list[tuple[str, str]], *, threads: int = STAT_THREADS) -> list[Any]:
         """:meth:`get` of every ``(file, tree)``, the files stat'ed in parallel (``threads``
         at a time: one round trip each for a remote file, which at 50 ms RTT made a cached
-        step of 2,000 files take 100 s one after the other). The signatures are kept for
-        :meth:`put`, also with ``refresh``."""
+        step of 2,000 files take 100 s one after the other). A remote file the cache holds no
+        entry for is not stat'ed (a miss either way; :meth:`put` takes the signature of the
+        read), nor is anything with ``refresh``. The signatures are kept for :meth:`put`."""
         names = list(dict.fromkeys(n for n, _ in items))
-        sigs = map_threads(lambda n: file_signature(n, timeout=self.timeout), names, threads)
-        self._signatures.update(zip(names, sigs))
         if self.refresh:
             self.misses += len(items)
             return [None] * len(items)
-        return [self._lookup(n, t, self._signatures[n]) for n, t in items]
+        # A remote file the cache holds nothing for is a miss without asking its server: a
+        # cold step then costs no stat at all (the metadata reader brings the signature back).
+        stored = {k.split("\t", 1)[0] for k in self._entries}
+        names = [n for n in names if n in stored or not _remote(n)]
+        sigs = map_threads(lambda n: file_signature(n, timeout=self.timeout), names, threads)
+        self._signatures.update(zip(names, sigs))
+        return [self._lookup(n, t, self._signatures.get(n)) for n, t in items]
 
     def _lookup(self, name: str, treename: str, sig: tuple[str, int, float] | None) -> Any:
         if sig is None:
@@ -201,8 +211,14 @@ class EntryCache:
         self.hits += 1
         return _decode(rec["value"])
 
-    def put(self, name: str, treename: str, value: Any) -> bool:
-        """Store a value for (file, tree); False (nothing stored) if the file cannot be stat'ed."""
+    def put(self, name: str, treename: str, value: Any,
+            signature: tuple[str, int, float] | None = None) -> bool:
+        """Store a value for (file, tree); False (nothing stored) if the file cannot be stat'ed.
+
+        ``signature``: the file's ``(key, size, mtime)`` as :func:`file_signature` gives it,
+        when the caller has it (taken when the value was read); else the file is stat'ed."""
+        if signature is not None:
+            self._signatures[name] = tuple(signature)
         sig = self._signature(name)
         if sig is None:
             return False
@@ -213,6 +229,22 @@ class EntryCache:
         if self.autosave:
             self.save()
         return True
+
+    def put_many(self, items: list[tuple[str, str, Any, tuple[str, int, float] | None]], *,
+                 threads: int = STAT_THREADS) -> None:
+        """:meth:`put` of every ``(file, tree, value, signature or None)``; the files without
+        a signature are stat'ed in parallel first."""
+        need = list(dict.fromkeys(n for n, _, _, sig in items if sig is None and n not in self._signatures))
+        sigs = map_threads(lambda n: file_signature(n, timeout=self.timeout), need, threads)
+        self._signatures.update(zip(need, sigs))
+        autosave, self.autosave = self.autosave, False
+        try:
+            for name, tree, value, sig in items:
+                self.put(name, tree, value, sig)
+        finally:
+            self.autosave = autosave
+        if autosave:
+            self.save()
 
     def save(self) -> None:
         """Write the cache atomically, merged with what another process saved meanwhile."""

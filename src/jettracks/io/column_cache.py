@@ -12,13 +12,15 @@ Layout of ``DIR`` (one directory the workers all see)::
     <uuid>/<tree>/layout.json              entries, bytes per entry and basket boundaries
     <uuid>/<tree>/<start>-<stop>/<branch>.arrow   one column of one chunk (Arrow IPC file,
                                             one record batch per sub-batch)
-    <uuid>/<tree>/<start>-<stop>/<branch>.json    its size and CRC-32: written last
+    <uuid>/<tree>/<start>-<stop>/<branch>.json    its size and XXH3-64 checksum: written last
 
 Keys: the file's UUID (a changed file has a new UUID: it misses), the tree path,
 the chunk's entry range and the branch name. Correctness rules:
 
 * an entry is used only when its ``.json`` exists and the ``.arrow`` file has
-  exactly the recorded size and CRC-32: a truncated or corrupted entry is
+  exactly the recorded size and XXH3-64 checksum (``xxhash``, an uproot dependency;
+  ~20 GB/s here against ~4 GB/s for zlib's CRC-32, which was 10% of a cached rerun):
+  a truncated or corrupted entry is
   discarded (both files removed) and the column is read from the ROOT file;
 * every file is written under a temporary name and renamed (:mod:`.atomic`), the
   checksum record last, so concurrent writers of one entry are safe: the last
@@ -38,7 +40,6 @@ import hashlib
 import json
 import os
 import shutil
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,12 +85,15 @@ def _branch_file(branch: str) -> str:
     return f"{_safe(branch)[:60]}-{hashlib.sha1(branch.encode()).hexdigest()[:10]}"
 
 
-def _crc32(path: Path) -> int:
-    crc = 0
+def _checksum(path: Path) -> int:
+    """XXH3-64 of a file's bytes (int)."""
+    import xxhash
+
+    h = xxhash.xxh3_64()
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
-            crc = zlib.crc32(block, crc)
-    return crc
+            h.update(block)
+    return h.intdigest()
 
 
 @dataclass
@@ -118,11 +122,14 @@ class CachedColumn:
                 return ak.from_arrow(reader.get_batch(i).column(0))[0:0]
             if hi <= start or lo >= stop:
                 continue
-            part = ak.from_arrow(reader.get_batch(i).column(0))
-            parts.append(part[max(start - lo, 0) : min(stop, hi) - lo])
+            column = reader.get_batch(i).column(0)
+            begin = max(start - lo, 0)
+            parts.append(column.slice(begin, min(stop, hi) - lo - begin))
         if not parts:
             raise CacheError(f"{self.path}: no batch covers entries [{start}, {stop})")
-        return parts[0] if len(parts) == 1 else ak.concatenate(parts)
+        # Joined as Arrow arrays (one buffer copy), then one conversion: ak.concatenate of
+        # jagged arrays was a third of reading a sub-batch from the cache.
+        return ak.from_arrow(parts[0] if len(parts) == 1 else pa.concat_arrays(parts))
 
 
 class ColumnWriter:
@@ -154,7 +161,7 @@ class ColumnWriter:
             return
         self._writer.close()
         assert self._tmp is not None
-        record = {"bytes": self._tmp.stat().st_size, "crc32": _crc32(self._tmp), "batches": self._batches,
+        record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(self._tmp), "batches": self._batches,
                   "branch": self.branch}
         self._atomic.__exit__(None, None, None)
         write_text_atomic(self.cache.record_path(self.key, self.branch), json.dumps(record))
@@ -258,7 +265,7 @@ class ColumnCache:
             ok = (
                 record.get("branch") == branch
                 and column_path.stat().st_size == int(record["bytes"])
-                and _crc32(column_path) == int(record["crc32"])
+                and _checksum(column_path) == int(record["xxh3_64"])
             )
         except (OSError, KeyError, TypeError, ValueError):
             ok = False

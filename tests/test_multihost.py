@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jettracks_testing.compare import assert_equal_runs, ml_frame
+from jettracks_testing.compare import (
+    assert_equal_runs,
+    checkpoints,
+    ml_frame,
+    wait_for_checkpoints,
+)
 
 pytestmark = pytest.mark.service
 
@@ -166,8 +171,21 @@ def _url_dir(hosts) -> tuple[str, Path]:
     return hosts.url_for(rel) + "/run", Path(hosts.serve_dir) / rel / "run"
 
 
+def _all_workers(hosts) -> None:
+    """Every namespaced worker joined (a worker whose link was cut closed itself: start it again)."""
+    from distributed import Client
+
+    with Client(hosts.scheduler_address, timeout=30) as client:
+        names = {w.get("name") for w in client.scheduler_info()["workers"].values()}
+        for w in hosts.workers:
+            if w not in names:
+                hosts.respawn(w)
+        hosts.wait_for_workers(client)
+
+
 def test_root_url_output_dir_delivers_complete_outputs(namespaced_hosts, inputs, serial, tmp_path):
     """Workers and client write to the XRootD host: no shared disk, no transfer through Dask."""
+    _all_workers(namespaced_hosts)
     url, local = _url_dir(namespaced_hosts)
     cfg = _write_cfg(tmp_path / "run.yaml", _cfg(inputs, url))
     res = _runner(cfg, namespaced_hosts.scheduler_address)
@@ -175,7 +193,7 @@ def test_root_url_output_dir_delivers_complete_outputs(namespaced_hosts, inputs,
     report = _assert_equal_runs(local, serial)
     workers = {c["worker"] for c in report["timing"]["chunks"]}
     assert len(workers) == 2 and all(w.startswith(f"tcp://{namespaced_hosts.subnet}.") for w in workers), workers
-    assert len(list((local / "checkpoints").rglob("*.pkl"))) == report["chunks"]
+    assert checkpoints(local) == report["chunks"]
     assert (local / "report.html").is_file() and (local / ".jettracks-run.json").is_file()
 
 
@@ -187,12 +205,8 @@ def test_scheduler_killed_mid_run_then_the_same_command_resumes_from_the_url(nam
                                                  options={"delay_s": 0.3}))
     cmd = [sys.executable, "-m", "runner", "run", str(cfg), "--scheduler", hosts.scheduler_address, "--no-progress"]
     first = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
     try:
-        while len(list((local / "checkpoints").rglob("*.pkl"))) < 3:
-            assert first.poll() is None, first.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoints at the URL"
-            time.sleep(0.05)
+        wait_for_checkpoints(local, 3, first, timeout=120)
         hosts.kill("sched")
         _, err = first.communicate(timeout=180)
     finally:
@@ -202,7 +216,7 @@ def test_scheduler_killed_mid_run_then_the_same_command_resumes_from_the_url(nam
         for name in ["sched", *hosts.workers]:  # a new scheduler; the workers closed with the old one
             hosts.respawn(name)
     assert first.returncode != 0, err[-2000:]
-    done = len(list((local / "checkpoints").rglob("*.pkl")))
+    done = checkpoints(local)
     total = N_FILES * EVENTS // 20
     assert 3 <= done < total
     from distributed import Client

@@ -17,11 +17,14 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from jettracks_testing.compare import assert_equal_runs
+from jettracks_testing.compare import (
+    assert_equal_runs,
+    checkpoints,
+    wait_for_checkpoints,
+)
 
 pytestmark = pytest.mark.service
 
@@ -109,21 +112,17 @@ def test_rerun_after_a_killed_run_resumes_from_the_checkpoints_at_the_url(xrootd
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     proc = _runner(cfg_path, start_new_session=True)
-    deadline = time.monotonic() + 180
     try:
-        while len(list((local / "checkpoints").rglob("*.pkl"))) < 3:
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoints at the URL"
-            time.sleep(0.05)
+        wait_for_checkpoints(local, 3, proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
-    done = len(list((local / "checkpoints").rglob("*.pkl")))
+    done = checkpoints(local)
     total = N_FILES * EVENTS // CHUNK
     assert 3 <= done < total and not (local / "report.json").exists()
     assert (local / ".jettracks-run.lock").exists()  # the killed run's lock: its process is gone
     rerun = _runner(cfg_path)
-    out, err = rerun.communicate(timeout=300)
+    _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-3000:]
     report = assert_equal_runs(local, serial, N_FILES * EVENTS)
     assert report["chunks"] == total and done <= report["chunks_from_checkpoint"] < total
@@ -139,7 +138,7 @@ def test_overwrite_of_a_url_directory_jettracks_did_not_write_is_refused(xrootd_
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(_cfg(inputs, url)))
     res = _runner(cfg_path, "--overwrite")
-    out, err = res.communicate(timeout=120)
+    _, err = res.communicate(timeout=120)
     assert res.returncode == 1, err[-2000:]
     lines = [ln for ln in err.splitlines() if "was not written by jettracks" in ln]
     assert len(lines) == 1 and url in lines[0] and "thesis.tex" in lines[0], err[-2000:]

@@ -1,4 +1,5 @@
-"""Two runs' outputs compared exactly: report accounting, ``hists.coffea``, cut flow, ML rows.
+"""Two runs' outputs compared exactly: report accounting, ``hists.coffea``, cut flow, ML rows;
+and a run watched until it has checkpointed some chunks (to interrupt it there).
 
 Used by the tests of runs on other hosts or with other output locations against the
 single-process (``serial``) reference run.
@@ -7,12 +8,28 @@ single-process (``serial``) reference run.
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["assert_equal_runs", "ml_frame"]
+__all__ = ["assert_equal_runs", "checkpoints", "ml_frame", "wait_for_checkpoints"]
+
+
+def checkpoints(out_dir: Path) -> int:
+    """How many chunk checkpoints the run directory ``out_dir`` (local) holds."""
+    return len(list((Path(out_dir) / "checkpoints").rglob("*.pkl")))
+
+
+def wait_for_checkpoints(out_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    """Return once ``out_dir`` holds ``n`` checkpoints; fail when ``proc`` ends first or after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while checkpoints(out_dir) < n:
+        assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else proc.returncode
+        assert time.monotonic() < deadline, f"fewer than {n} checkpoints in {out_dir} after {timeout:.0f} s"
+        time.sleep(0.05)
 
 
 def ml_frame(out_dir: Path):

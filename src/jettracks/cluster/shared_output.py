@@ -59,7 +59,8 @@ logger = logging.getLogger(__name__)
 PROBE_PREFIX = ".jettracks-probe-"
 #: What to do about a worker that does not share the client's filesystem.
 FIX = ("run workers on a filesystem shared with the client (same path), set output.transfer: dask "
-       "(ML parts and checkpoints come back through Dask), or use --backend serial/local")
+       "(ML parts and checkpoints come back through Dask), set output.dir to a root:// URL client and "
+       "workers reach, or use --backend serial/local")
 #: Seconds a worker keeps looking for the probe before it is declared absent
 #: (a shared filesystem may show a new file a moment late).
 DEFAULT_WAIT_S = 3.0

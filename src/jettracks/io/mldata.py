@@ -195,16 +195,25 @@ def event_fold(run: np.ndarray, lumi: np.ndarray, event: np.ndarray, k: int) -> 
     return np.minimum((v * k).astype(np.int64), k - 1).astype(np.int8)
 
 
-def _per_jet_reduce(values: ak.Array, kind: str) -> np.ndarray:
-    if kind == "max":
-        out = ak.max(values, axis=1)
-    else:
-        sorted_v = ak.sort(values, axis=1)
-        n = ak.num(sorted_v, axis=1)
-        lo = ak.to_numpy(ak.fill_none(ak.firsts(sorted_v[ak.local_index(sorted_v) == (n - 1) // 2]), np.nan))
-        hi = ak.to_numpy(ak.fill_none(ak.firsts(sorted_v[ak.local_index(sorted_v) == n // 2]), np.nan))
-        return ((lo + hi) / 2).astype(np.float32)
-    return ak.to_numpy(ak.fill_none(out, np.nan)).astype(np.float32)
+def _jagged(offsets: np.ndarray, values: np.ndarray) -> ak.Array:
+    """A [jet][track] awkward array over flat ``values`` with per-jet ``offsets`` (no copy)."""
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(values)))
+
+
+def _per_jet_max_median(jet_of: np.ndarray, values: np.ndarray, n_jets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-jet maximum and median (float32, NaN for a jet without values) of flat ``values``
+    whose jet is ``jet_of`` (non-decreasing). The median of an even count is the mean of the
+    two middle values."""
+    order = np.lexsort((values, jet_of))
+    sorted_v = values[order].astype(np.float64)
+    n = np.bincount(jet_of, minlength=n_jets)
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    has = n > 0
+    vmax = np.full(n_jets, np.nan)
+    vmed = np.full(n_jets, np.nan)
+    vmax[has] = sorted_v[starts[has] + n[has] - 1]
+    vmed[has] = (sorted_v[starts[has] + (n[has] - 1) // 2] + sorted_v[starts[has] + n[has] // 2]) / 2
+    return vmax.astype(np.float32), vmed.astype(np.float32)
 
 
 def jet_columns(
@@ -239,11 +248,28 @@ def jet_columns(
     (:func:`jettracks.physics.impact.signed_dxy`; else computed here). Every per-track float
     column is NaN where the track has no valid dxy (no track details); optional track
     fields the format lacks are absent columns.
+
+    Per-jet columns are numpy arrays; per-track columns are ``[jet][track]`` awkward arrays
+    over flat numpy buffers. Computed on the flat track arrays in numpy (a fixed number of
+    array operations a chunk, whatever its size: per-jet reductions by ``bincount`` and one
+    sort, not awkward's per-call dispatch).
     """
     from ..physics.flavour import flavour_labels as labels_of
     from ..physics.impact import dxy_significance, valid_dxy
 
     n = len(jets)
+    counts = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    tracks = ak.flatten(jet_tracks, axis=1)
+    fields = set(tracks.fields)
+
+    def flat(name: str, dtype) -> np.ndarray:
+        return ak.to_numpy(tracks[name]).astype(dtype, copy=False)
+
+    def jagged(values: np.ndarray, dtype=np.float32) -> ak.Array:
+        return _jagged(offsets, np.ascontiguousarray(values, dtype=dtype))
+
     cols: dict[str, Any] = {
         "dataset": np.full(n, dataset),
         "run": np.asarray(run, dtype=np.int64),
@@ -260,73 +286,62 @@ def jet_columns(
     }
     for definition, labels in labels_by_definition.items():
         cols[f"label_{definition}"] = np.asarray(labels).astype(str)
-    for field in ("hadron_flavour", "parton_flavour", "physics_flavour"):
-        if field in flavour_fields:
-            cols[field] = ak.to_numpy(jets[field]).astype(np.int32)
+    for name in ("hadron_flavour", "parton_flavour", "physics_flavour"):
+        if name in flavour_fields:
+            cols[name] = ak.to_numpy(jets[name]).astype(np.int32)
     cols["is_signal"] = np.full(n, bool(is_signal))
     cols["split"] = event_split(run, lumi, event)
-    cols["n_tracks"] = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int32)
-    for field in ("pt", "eta", "phi", "dr"):
-        cols[f"track_{field}"] = ak.values_astype(jet_tracks[field], np.float32)
-    cols["track_charge"] = ak.values_astype(jet_tracks["charge"], np.int32)
+    cols["n_tracks"] = counts.astype(np.int32)
+    for name in ("pt", "eta", "phi", "dr"):
+        cols[f"track_{name}"] = jagged(flat(name, np.float32))
+    cols["track_charge"] = jagged(flat("charge", np.int32), np.int32)
     if has_dxy:
-        dxy = ak.values_astype(jet_tracks["dxy"], np.float64)
-        err = ak.values_astype(jet_tracks["dxy_err"], np.float64)
+        dxy = flat("dxy", np.float64)
+        err = flat("dxy_err", np.float64)
         # One definition with the cut flow and the histograms (jettracks.physics.impact).
         valid = valid_dxy(dxy, err)
         sig = dxy_significance(dxy, err)
-        abs_valid = abs(dxy[valid])
-        cols["n_tracks_valid_dxy"] = ak.to_numpy(ak.sum(valid, axis=1)).astype(np.int32)
-        cols["max_abs_dxy"] = _per_jet_reduce(abs_valid, "max")
-        cols["median_abs_dxy"] = _per_jet_reduce(abs_valid, "median")
-        for t in SIG_THRESHOLDS:
-            cols[f"n_tracks_sig_gt_{t:g}"] = ak.to_numpy(ak.sum(abs(sig) > t, axis=1)).astype(np.int32)
-        cols["track_dxy"] = ak.values_astype(ak.where(valid, dxy, np.nan), np.float32)
-        cols["track_dxy_err"] = ak.values_astype(ak.where(valid, err, np.nan), np.float32)
-        cols["track_dxy_sig"] = ak.values_astype(sig, np.float32)
-        cols.update(_track_details(jets, jet_tracks, dxy, err, valid, signed))
+        jet_of = np.repeat(np.arange(n, dtype=np.int64), counts)
+        cols["n_tracks_valid_dxy"] = np.bincount(jet_of[valid], minlength=n).astype(np.int32)
+        cols["max_abs_dxy"], cols["median_abs_dxy"] = _per_jet_max_median(jet_of[valid], np.abs(dxy[valid]), n)
+        with np.errstate(invalid="ignore"):
+            abs_sig = np.abs(sig)
+            for t in SIG_THRESHOLDS:
+                cols[f"n_tracks_sig_gt_{t:g}"] = np.bincount(jet_of[abs_sig > t], minlength=n).astype(np.int32)
+        cols["track_dxy"] = jagged(np.where(valid, dxy, np.nan))
+        cols["track_dxy_err"] = jagged(np.where(valid, err, np.nan))
+        cols["track_dxy_sig"] = jagged(sig)
+        cols.update(_track_details(jets, counts, flat, fields, dxy, err, valid, signed, jagged))
     if pad_tracks:
         cols.update(_padded(cols, pad_tracks, sort_key, has_dxy))
     return cols
 
 
-def _track_details(jets, jet_tracks, dxy, err, valid, signed) -> dict[str, Any]:
+def _track_details(jets, counts, flat, fields, dxy, err, valid, signed, jagged) -> dict[str, Any]:
     """Signed dxy, dz and its significance, 3-D IP and track quality columns (see :data:`COLUMNS`)."""
     from ..physics.impact import signed_dxy, significance
 
-    counts = ak.num(jet_tracks, axis=1)
-    fields = set(jet_tracks.fields)
-    flat_valid = ak.to_numpy(ak.flatten(valid, axis=1))
-
-    def jagged(values, dtype=np.float32):
-        return ak.unflatten(np.asarray(values).astype(dtype), counts)
-
-    def flat(name, dtype=np.float64):
-        return ak.to_numpy(ak.flatten(jet_tracks[name], axis=1)).astype(dtype)
-
     out: dict[str, Any] = {}
     if signed is None:
-        n = ak.to_numpy(counts).astype(np.int64)
-        jet_phi = np.repeat(ak.to_numpy(jets["phi"]).astype(np.float64), n)
-        signed = signed_dxy(ak.to_numpy(ak.flatten(dxy, axis=1)), ak.to_numpy(ak.flatten(err, axis=1)),
-                            flat("phi"), jet_phi)
+        jet_phi = np.repeat(ak.to_numpy(jets["phi"]).astype(np.float64), counts)
+        signed = signed_dxy(dxy, err, flat("phi", np.float64), jet_phi)
     out["track_sdxy"] = jagged(signed[0])
     out["track_sdxy_sig"] = jagged(signed[1])
     if "dz" in fields:
-        dz = np.where(flat_valid, flat("dz"), np.nan)
+        dz = np.where(valid, flat("dz", np.float64), np.nan)
         out["track_dz"] = jagged(dz)
         if "dz_err" in fields:
-            dz_err = np.where(flat_valid, flat("dz_err"), np.nan)
+            dz_err = np.where(valid, flat("dz_err", np.float64), np.nan)
             out["track_dz_err"] = jagged(dz_err)
             out["track_dz_sig"] = jagged(significance(dz, dz_err))
     for name in ("sip3d", "sip3d_sig"):
         if name in fields:
-            out[f"track_{name}"] = jagged(np.where(flat_valid, flat(name), np.nan))
+            out[f"track_{name}"] = jagged(np.where(valid, flat(name, np.float64), np.nan))
     for name in ("lost_inner_hits", "pv_assoc_quality", "trk_quality"):
         if name in fields:
             out[f"track_{name}"] = jagged(flat(name, np.int32), np.int32)
     if "trk_chi2" in fields:
-        out["track_trk_chi2"] = jagged(np.where(flat_valid, flat("trk_chi2"), np.nan))
+        out["track_trk_chi2"] = jagged(np.where(valid, flat("trk_chi2", np.float64), np.nan))
     return out
 
 
@@ -357,6 +372,29 @@ def _padded(cols: dict[str, Any], n_pad: int, sort_key: str, has_dxy: bool) -> d
     return out
 
 
+def _to_arrow(values: Any) -> Any:
+    """One column as an Arrow array: what ``ak.to_arrow(..., extensionarray=False)`` gives
+    (``large_list<item: T not null>`` for ``[jet][track]`` columns), built directly from the
+    buffers for the plain jagged case (no per-call awkward conversion machinery)."""
+    import pyarrow as pa
+
+    if not isinstance(values, ak.Array):
+        return pa.array(values)
+    layout = values.layout
+    if (
+        isinstance(layout, ak.contents.ListOffsetArray)
+        and isinstance(layout.content, ak.contents.NumpyArray)
+        and layout.content.data.ndim == 1
+        and not layout.parameters
+        and not layout.content.parameters
+    ):
+        offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+        flat = pa.array(np.asarray(layout.content.data)[offsets[0] : offsets[-1]])
+        item = pa.large_list(pa.field("item", flat.type, nullable=False))
+        return pa.LargeListArray.from_arrays(pa.array(offsets - offsets[0]), flat, type=item)
+    return ak.to_arrow(values, extensionarray=False)
+
+
 def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any]) -> str:
     """Write one Parquet part atomically (temporary name, then rename); return its path.
 
@@ -368,10 +406,7 @@ def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any])
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrays = {
-        k: ak.to_arrow(v, extensionarray=False) if isinstance(v, ak.Array) else pa.array(v)
-        for k, v in columns.items()
-    }
+    arrays = {k: _to_arrow(v) for k, v in columns.items()}
     schema = pa.schema([pa.field(k, a.type, nullable=a.null_count > 0) for k, a in arrays.items()])
     table = pa.Table.from_arrays(list(arrays.values()), schema=schema)
     final = os.path.join(ml_dir, name)

@@ -126,7 +126,7 @@ def reading_options(ex: Any) -> dict[str, Any]:
     cache = getattr(ex, "cache", None)
     compression = getattr(ex, "cache_compression", "none")
     return {
-        "batch_bytes": int(float(getattr(ex, "batch_mb", 16.0)) * (1 << 20)),
+        "batch_bytes": int(float(getattr(ex, "batch_mb", 64.0)) * (1 << 20)),
         "cache_dir": os.path.abspath(os.path.expanduser(cache)) if cache else None,
         "cache_max_bytes": int(float(getattr(ex, "cache_max_gb", 20.0)) * 1e9),
         "cache_compression": None if compression in (None, "none") else compression,

@@ -563,10 +563,12 @@ def _train_values(table: Any, name: str) -> np.ndarray | None:
         return col.to_numpy().astype(np.float64)
     if (pa.types.is_list(t) or pa.types.is_fixed_size_list(t)) and (
             pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
-        values = ak.from_arrow(col)
+        # Arrow's own flatten (offsets honoured, no conversion to awkward): the scan's hot loop.
+        values = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
         if name.startswith("pad_track_") and "pad_mask" in table.column_names:
-            values = values[ak.from_arrow(table.column("pad_mask"))]
-        return ak.to_numpy(ak.flatten(values, axis=None)).astype(np.float64)
+            mask = table.column("pad_mask").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            values = values[mask.astype(bool)]
+        return values.astype(np.float64)
     return None
 
 

@@ -404,6 +404,13 @@ class ChunkReader:
             is_rntuple = _rntuple.is_rntuple(source)
             if is_rntuple and self.branches is not None:
                 iteritems = {"filter_name": _rntuple.top_fields(source, self.branches)}
+            if not is_rntuple:  # the tree's form built once per open file, not per chunk
+                from .nanoevents import chunk_events
+
+                yield chunk_events(rootfile, spec.treename, entry_start=spec.entrystart,
+                                   entry_stop=spec.entrystop, metadata=spec.events_metadata(),
+                                   iteritems_options=iteritems)
+                return
             events = NanoEventsFactory.from_root(
                 rootfile,
                 treepath=spec.treename,
@@ -414,7 +421,7 @@ class ChunkReader:
                 entry_stop=spec.entrystop,
                 iteritems_options=iteritems,
             ).events()
-            yield _rntuple.field_view(events) if is_rntuple else events
+            yield _rntuple.field_view(events)
 
 
 def _default_uproot_options() -> dict[str, Any]:
@@ -806,22 +813,37 @@ class Engine(abc.ABC):
 
 
 def gather(client: Any, futures: list[Any], specs: list[ChunkSpec],
-           done: Callable[[int, Any, ChunkRecord], None], unpack: Callable[[Any], tuple[Any, ChunkRecord]]) -> None:
-    """Collect one future per chunk as they complete (``unpack(result) -> (output, record)``),
-    releasing each; a task that died (``KilledWorker``, ...) is a failed record; an
-    interrupt cancels what is left, so no task keeps running."""
+           done: Callable[[int, Any, ChunkRecord], None], unpack: Callable[[Any], Any],
+           groups: list[list[int]] | None = None) -> None:
+    """Collect the futures as they complete, in batches, releasing each.
+
+    Without ``groups``, future ``i`` is chunk ``i`` and ``unpack(result) -> (output, record)``;
+    with ``groups``, future ``i`` ran the chunks ``groups[i]`` and ``unpack(result)`` is one
+    ``(output, record)`` per chunk, in that order. A task that died (``KilledWorker``, ...)
+    is a failed record for each of its chunks; an interrupt cancels what is left, so no
+    task keeps running.
+    """
     from distributed import as_completed
 
+    members = groups if groups is not None else [[i] for i in range(len(futures))]
     index = {f.key: i for i, f in enumerate(futures)}
     try:
-        for future in as_completed(futures):
-            i = index[future.key]
-            try:
-                out, record = unpack(future.result())
-            except Exception as err:  # noqa: BLE001 - the task itself died
-                out, record = None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)
-            future.release()  # summed by ``done``: the cluster need not keep it
-            done(i, out, record)
+        completed = as_completed(futures, with_results=True, raise_errors=False)
+        for batch in completed.batches():  # every result already here: no round trip each
+            for future, result in batch:
+                chunks = members[index[future.key]]
+                try:
+                    if future.status != "finished":
+                        raise future.exception()
+                    pairs = unpack(result)
+                    pairs = [pairs] if groups is None else list(pairs)
+                    if len(pairs) != len(chunks):
+                        raise RuntimeError(f"a task returned {len(pairs)} results for {len(chunks)} chunks")
+                except Exception as err:  # noqa: BLE001 - the task itself died
+                    pairs = [(None, ChunkRecord(specs[i], "failed", error_line(err), 0.0, 1)) for i in chunks]
+                future.release()  # summed by ``done``: the cluster need not keep it
+                for i, (out, record) in zip(chunks, pairs):
+                    done(i, out, record)
     except BaseException:
         client.cancel(futures)
         raise

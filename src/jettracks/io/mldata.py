@@ -373,9 +373,9 @@ def _padded(cols: dict[str, Any], n_pad: int, sort_key: str, has_dxy: bool) -> d
 
 
 def _to_arrow(values: Any) -> Any:
-    """One column as an Arrow array: what ``ak.to_arrow(..., extensionarray=False)`` gives
-    (``large_list<item: T not null>`` for ``[jet][track]`` columns), built directly from the
-    buffers for the plain jagged case (no per-call awkward conversion machinery)."""
+    """One column as an Arrow array; ``[jet][track]`` columns as ``list<item: T not null>``
+    (32-bit offsets, what the finalized files hold: finalize need not cast them), built
+    directly from the buffers for the plain jagged case (no per-call awkward conversion)."""
     import pyarrow as pa
 
     if not isinstance(values, ak.Array):
@@ -390,9 +390,9 @@ def _to_arrow(values: Any) -> Any:
     ):
         offsets = np.asarray(layout.offsets.data, dtype=np.int64)
         flat = pa.array(np.asarray(layout.content.data)[offsets[0] : offsets[-1]])
-        item = pa.large_list(pa.field("item", flat.type, nullable=False))
-        return pa.LargeListArray.from_arrays(pa.array(offsets - offsets[0]), flat, type=item)
-    return ak.to_arrow(values, extensionarray=False)
+        item = pa.list_(pa.field("item", flat.type, nullable=False))
+        return pa.ListArray.from_arrays(pa.array((offsets - offsets[0]).astype(np.int32)), flat, type=item)
+    return ak.to_arrow(values, extensionarray=False, list_to32=True)
 
 
 def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any]) -> str:
@@ -411,8 +411,19 @@ def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any])
     table = pa.Table.from_arrays(list(arrays.values()), schema=schema)
     final = os.path.join(ml_dir, name)
     with atomic_path(final) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        # Parts live until finalize reads them: LZ4 writes and reads faster than zstd
+        # (measured on 15.7k jets: write 60 vs 128 ms, read 23 vs 37 ms, 10.2 vs 8.4 MB).
+        pq.write_table(table, tmp, compression=PART_COMPRESSION, use_dictionary=_string_columns(schema))
     return final
+
+
+def _string_columns(schema: Any) -> list[str]:
+    """Columns worth Parquet's dictionary encoding: the strings (dataset, labels, split).
+    Dictionary-encoding the float columns cost a third of the writing time and made files
+    ~13% larger (measured on 15.7k jets, zstd: 81 vs 128 ms, 7.4 vs 8.4 MB)."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
 
 #: Rows per Parquet row group of the finalized files. Measured (scripts/benchmark.py --only ml):
@@ -424,6 +435,8 @@ ROWS_PER_FILE = 250_000
 #: Compression of the finalized files: zstd is ~14 % smaller than lz4; lz4 decodes ~35 % faster,
 #: which a loader does not see (decoding is < 10 % of its time).
 COMPRESSION = "zstd"
+#: Compression of the per-chunk parts (read once, by finalize).
+PART_COMPRESSION = "lz4"
 #: Default number of folds of the ``fold`` column.
 DEFAULT_FOLDS = 5
 #: Columns identifying a jet; the content hash runs over them.
@@ -492,15 +505,31 @@ def _manifest(ml_dir: Path) -> dict[str, Any]:
 class _Sources:
     """Rows of a part: its own file when present, else its segments in the finalized files."""
 
+    #: Tables read by the scan are kept for the write pass up to this many bytes in all
+    #: (each part is then read once; larger datasets read their parts twice).
+    KEEP_BYTES = 512 << 20
+
     def __init__(self, ml_dir: Path, sources: Mapping[str, list]) -> None:
         self.ml_dir, self.sources = ml_dir, sources
         self._files: dict[str, Any] = {}
+        self._kept: dict[str, Any] = {}
+        self._kept_bytes = 0
 
     def has(self, name: str) -> bool:
         return (self.ml_dir / name).is_file() or (
             name in self.sources and all((self.ml_dir / s[0]).is_file() for s in self.sources[name]))
 
     def read(self, name: str) -> Any:
+        kept = self._kept.pop(name, None)
+        if kept is not None:
+            return kept
+        table = self._read(name)
+        if table is not None and self._kept_bytes + table.nbytes <= self.KEEP_BYTES:
+            self._kept[name] = table
+            self._kept_bytes += table.nbytes
+        return table
+
+    def _read(self, name: str) -> Any:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -680,7 +709,8 @@ class _FileWriter:
 
         self._atomic = atomic_path(self.ml_dir / self.files[0][0])
         tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self.schema, compression=COMPRESSION)
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression=COMPRESSION,
+                                        use_dictionary=_string_columns(self.schema))
 
     def _flush(self, n: int) -> None:
         import pyarrow as pa

@@ -10,13 +10,12 @@ takes its finished chunks from their checkpoints).
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from jettracks_testing.faults import after_checkpoints
 
 from jettracks.engines import ChunkSpec, get_engine, runner
 from jettracks.io.checkpoints import RunCheckpointer
@@ -121,15 +120,7 @@ def test_worker_killed_mid_group_loses_and_doubles_nothing(sample, tmp_path, gro
     worker_environment()
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as lc, Client(lc) as client:
         pids = client.run(os.getpid)
-
-        def kill_one():
-            deadline = time.time() + 120
-            while time.time() < deadline and len(list(work.rglob("*.pkl"))) < 12:
-                time.sleep(0.02)
-            os.kill(next(iter(pids.values())), signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_one, daemon=True)
-        killer.start()
+        killer = after_checkpoints(work, 12, kill_pid=next(iter(pids.values())))
         got = _run(fileset, meta, work, client=client,
                    processor=SlowJetTrackProcessor(delay_s=0.05, ml_dir=str(work / "ml")))
         killer.join()
@@ -140,8 +131,6 @@ def test_worker_killed_mid_group_loses_and_doubles_nothing(sample, tmp_path, gro
 
 
 def test_interrupted_mid_group_then_resumed_equals_uninterrupted(sample, local_client, tmp_path, group_sizes):
-    import _thread
-
     from processors.testing import SlowJetTrackProcessor
 
     fileset, meta = sample
@@ -151,14 +140,7 @@ def test_interrupted_mid_group_then_resumed_equals_uninterrupted(sample, local_c
     def slow():
         return SlowJetTrackProcessor(delay_s=0.05, ml_dir=str(work / "ml"))
 
-    def interrupt():
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list(ckpt.rglob("*.pkl"))) < 6:
-            time.sleep(0.01)
-        _thread.interrupt_main()
-
-    killer = threading.Thread(target=interrupt, daemon=True)
-    killer.start()
+    killer = after_checkpoints(ckpt, 6)
     with pytest.raises(KeyboardInterrupt):
         _run(fileset, meta, work, client=local_client, processor=slow())
     killer.join()

@@ -22,21 +22,23 @@ from jettracks.io import rootmeta
 from jettracks.metadata import file_metadata, file_metadata_many, uproot_file_metadata
 
 
-def _uproot(path: str, tree: str):
-    """uproot's answer, or the exception type it raises."""
+def _answer(read, path: str, tree: str):
+    """``(entries, uuid)`` by ``read`` (a ``file_metadata`` function), or the exception type it raises."""
     try:
-        m = uproot_file_metadata(path, tree, 30)
+        m = read(path, tree, 30)
     except Exception as err:  # noqa: BLE001
         return type(err)
     return (m["numentries"], bytes(m["uuid"]))
+
+
+def _uproot(path: str, tree: str):
+    """uproot's answer (the reference)."""
+    return _answer(uproot_file_metadata, path, tree)
 
 
 def _ours(path: str, tree: str):
-    try:
-        m = file_metadata(path, tree, 30)
-    except Exception as err:  # noqa: BLE001
-        return type(err)
-    return (m["numentries"], bytes(m["uuid"]))
+    """The metadata step's answer (fast reader, else uproot)."""
+    return _answer(file_metadata, path, tree)
 
 
 def _trees(path: Path) -> list[str]:

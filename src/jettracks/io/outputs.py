@@ -14,6 +14,7 @@ Every file is written under a temporary name and renamed into place.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -242,8 +243,6 @@ def write_outputs(
         FileNotFoundError: an ML part of this run is missing at the client.
         OSError: a write failed (full disk, read-only directory).
     """
-    from ..report import MLDatasetSummary
-
     hists, cutflow = output.get("hists", {}), output.get("cutflow", {})
     ml_parts = output.get("ml_parts", [])
     norm_cfg = getattr(cfg, "normalisation", None)
@@ -253,7 +252,37 @@ def write_outputs(
 
         # Simulation with xsec: the *_weighted histograms scaled to xsec · lumi / Σ genWeight.
         report["normalisation"] = normalise(hists, output.get("genweights", {}), cfg.datasets, lumi)
-        save_hists(out_dir, hists, cutflow)
+    # The histogram files are written on a thread while the ML dataset is finalized: Arrow's
+    # Parquet reading, compression and writing release the GIL (the tail of a rerun from the
+    # column cache is mostly these two).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        saved = pool.submit(save_hists, out_dir, hists, cutflow) if hists else None
+        _write_other_outputs(cfg, out_dir, report, output, ml_parts, console)
+        if saved is not None:
+            saved.result()
+    if cfg.output.plots and hists:
+        is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
+        files: dict[str, list[str]] = {}
+        for f in report.get("files") or []:
+            files.setdefault(f["dataset"], []).append(f["file"])
+        labels = {name: dataset_label(ds, files.get(name)) for name, ds in cfg.datasets.items()}
+        report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc, labels=labels)]
+        data = [n for n, ds in cfg.datasets.items() if not ds.metadata.get("is_mc", True)]
+        mc = [n for n, ds in cfg.datasets.items() if ds.metadata.get("is_mc", True)]
+        if data and mc:  # a run with both: the data/simulation comparison
+            from ..normalisation import save_data_mc_plots
+
+            report["plots"] += [p.name for p in save_data_mc_plots(
+                out_dir, hists, data=data, mc=mc, lumi=lumi,
+                sqrt_s_tev=getattr(norm_cfg, "sqrt_s_tev", 13.0), label=labels[data[0]],
+            )]
+
+
+def _write_other_outputs(cfg: Any, out_dir: Path, report: Any, output: Mapping[str, Any], ml_parts: list,
+                         console: Any) -> None:
+    """Per-lumisection tables and the finalized ML dataset (:func:`write_outputs`)."""
+    from ..report import MLDatasetSummary
+
     if output.get("lumisections"):
         from .. import lumi as lumitools
 
@@ -290,19 +319,3 @@ def write_outputs(
             rows_per_split=manifest["rows_per_split"],
             hdf5=manifest.get("hdf5"),
         )
-    if cfg.output.plots and hists:
-        is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
-        files: dict[str, list[str]] = {}
-        for f in report.get("files") or []:
-            files.setdefault(f["dataset"], []).append(f["file"])
-        labels = {name: dataset_label(ds, files.get(name)) for name, ds in cfg.datasets.items()}
-        report["plots"] = [p.name for p in save_plots(out_dir, hists, is_data=not is_mc, labels=labels)]
-        data = [n for n, ds in cfg.datasets.items() if not ds.metadata.get("is_mc", True)]
-        mc = [n for n, ds in cfg.datasets.items() if ds.metadata.get("is_mc", True)]
-        if data and mc:  # a run with both: the data/simulation comparison
-            from ..normalisation import save_data_mc_plots
-
-            report["plots"] += [p.name for p in save_data_mc_plots(
-                out_dir, hists, data=data, mc=mc, lumi=lumi,
-                sqrt_s_tev=getattr(norm_cfg, "sqrt_s_tev", 13.0), label=labels[data[0]],
-            )]

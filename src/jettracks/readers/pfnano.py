@@ -37,10 +37,8 @@ __all__ = ["PFNanoReader"]
 
 
 def _nan_where(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """``values`` with NaN where ``invalid`` (a copy: the input may be a read-only buffer)."""
-    out = np.array(values, dtype=np.float32, copy=True)
-    out[invalid] = np.float32(np.nan)
-    return out
+    """``values`` with NaN where ``invalid`` (a new array: the input may be a read-only buffer)."""
+    return np.where(invalid, np.float32(np.nan), np.asarray(values, dtype=np.float32))
 
 
 class PFNanoReader(Reader):

@@ -16,6 +16,7 @@ mail attachment. A failed run's page leads with its one-line error.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 from pathlib import Path
@@ -30,7 +31,10 @@ __all__ = ["REPORT_HTML", "render_report_html", "write_report_html"]
 REPORT_HTML = "report.html"
 
 
+@functools.lru_cache(maxsize=1)
 def _environment():
+    # Once per process: the template compiles in ~80 ms, as much as the rest of the page
+    # (a notebook or a cluster client writes a page per run). Jinja reloads a changed template.
     import jinja2
 
     env = jinja2.Environment(

@@ -191,6 +191,52 @@ def test_run_chunk_reopens_once_when_a_kept_handle_broke(small_sample, fresh_han
     assert out["entries"] == {path: 20}
 
 
+def test_closing_kept_files_does_not_hold_up_the_workers_event_loop(local_client):
+    """The end of a run closes the workers' kept files (``close_open_files``, fire and forget).
+    A close that does not come back (a far or broken connection waits out the XRootD request
+    timeout) must not block the worker's event loop: the next run's tasks and the worker's
+    heartbeats go through it. Here the close waits until released, and the workers answer meanwhile."""
+    from jettracks.engines import close_open_files
+
+    def install_gate():
+        import threading
+
+        from jettracks.engines import handles as h
+
+        h._test_gate, h._test_real_close_all = threading.Event(), h.close_all
+        h._test_gate_entered = threading.Event()
+
+        def gated():
+            h._test_gate_entered.set()
+            h._test_gate.wait(90)
+            return h._test_real_close_all()
+
+        h.close_all = gated
+
+    def gate_entered():
+        from jettracks.engines import handles as h
+
+        return h._test_gate_entered.wait(60)
+
+    def release():
+        from jettracks.engines import handles as h
+
+        h._test_gate.set()
+        h.close_all = h._test_real_close_all
+        return True
+
+    local_client.run(install_gate)
+    try:
+        close_open_files(local_client)
+        # the workers take tasks while their closes wait (a blocked event loop would not)
+        futures = [local_client.submit(sum, [i, 1], pure=False, workers=[w]) for i, w in
+                   enumerate(local_client.scheduler_info()["workers"])]
+        assert [f.result(timeout=45) for f in futures] == [i + 1 for i in range(len(futures))]
+        assert all(local_client.run(gate_entered).values())  # and the closes were under way
+    finally:
+        local_client.run(release)
+
+
 # -- over XRootD behind the proxy -----------------------------------------------------------------
 N_FILES = 16
 GEN_OPTIONS = {"pileup_candidates": 20, "compression": "zlib", "links": False}

@@ -96,9 +96,14 @@ def close_open_files(client: Any = None) -> None:
 
 
 async def _close_all_async() -> int:  # client.run(wait=False) takes coroutine functions only
+    """:func:`handles.close_all` in a worker, on a thread: each close is a round trip (up to
+    the XRootD request timeout on a broken connection), and on the worker's event loop it
+    would hold up the next run's first tasks and the worker's heartbeats meanwhile."""
+    import asyncio
+
     from . import handles
 
-    return handles.close_all()
+    return await asyncio.get_running_loop().run_in_executor(None, handles.close_all)
 
 
 def _run(name, fileset, meta, processor, *, client, ex, branches, checkpointer, progress,

@@ -47,12 +47,11 @@ from typing import Any
 
 from .atomic import atomic_path, write_text_atomic
 
-__all__ = ["CacheError", "CacheInfo", "CachedColumn", "ChunkKey", "ColumnCache", "ColumnWriter", "MARKER"]
+__all__ = ["MARKER", "CacheError", "CacheInfo", "CachedColumn", "ChunkKey", "ColumnCache", "ColumnWriter"]
 
 #: The file that marks a directory as a jettracks column cache.
 MARKER = ".jettracks-cache"
 
-_CHUNK = 1 << 20
 
 
 class CacheError(RuntimeError):
@@ -85,15 +84,20 @@ def _branch_file(branch: str) -> str:
     return f"{_safe(branch)[:60]}-{hashlib.sha1(branch.encode()).hexdigest()[:10]}"
 
 
-def _checksum(path: Path) -> int:
-    """XXH3-64 of a file's bytes (int)."""
+def _checksum(data: Any) -> int:
+    """XXH3-64 (int) of a buffer: a memory-mapped file is hashed in place (no copy through
+    ``read()``: ~10 GB/s against ~3 GB/s)."""
     import xxhash
 
-    h = xxhash.xxh3_64()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.intdigest()
+    return xxhash.xxh3_64_intdigest(data)
+
+
+def _map(path: Path) -> Any:
+    """The file's bytes as a zero-copy Arrow buffer over a memory map."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as mapped:
+        return mapped.read_buffer()
 
 
 @dataclass
@@ -103,10 +107,12 @@ class CachedColumn:
     Attributes:
         path: the Arrow IPC file.
         batches: ``[start, stop)`` entry ranges of its record batches, in order.
+        data: the file's bytes (a memory map, validated against the checksum record).
     """
 
     path: Path
     batches: list[tuple[int, int]]
+    data: Any = None
 
     def read(self, start: int, stop: int) -> Any:
         """Entries ``[start, stop)`` as an awkward array (only the overlapping batches are read)."""
@@ -114,9 +120,9 @@ class CachedColumn:
         import pyarrow as pa
 
         parts = []
-        # Not closed here: the arrays may share the mapped buffers (zero-copy), which keep
-        # the mapping alive for as long as they live.
-        reader = pa.ipc.open_file(pa.memory_map(str(self.path)))
+        # The arrays share the mapped buffers (zero-copy), which keep the mapping alive for
+        # as long as they live.
+        reader = pa.ipc.open_file(self.data if self.data is not None else _map(self.path))
         for i, (lo, hi) in enumerate(self.batches):
             if start == stop and lo <= start <= hi:  # an empty range (a file without entries)
                 return ak.from_arrow(reader.get_batch(i).column(0))[0:0]
@@ -161,7 +167,7 @@ class ColumnWriter:
             return
         self._writer.close()
         assert self._tmp is not None
-        record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(self._tmp), "batches": self._batches,
+        record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(_map(self._tmp)), "batches": self._batches,
                   "branch": self.branch}
         self._atomic.__exit__(None, None, None)
         write_text_atomic(self.cache.record_path(self.key, self.branch), json.dumps(record))
@@ -261,12 +267,12 @@ class ColumnCache:
         except (OSError, ValueError):
             self._discard(record_path, column_path)
             return None
+        data = None
         try:
-            ok = (
-                record.get("branch") == branch
-                and column_path.stat().st_size == int(record["bytes"])
-                and _checksum(column_path) == int(record["xxh3_64"])
-            )
+            ok = record.get("branch") == branch and column_path.stat().st_size == int(record["bytes"])
+            if ok:
+                data = _map(column_path)
+                ok = data.size == int(record["bytes"]) and _checksum(data) == int(record["xxh3_64"])
         except (OSError, KeyError, TypeError, ValueError):
             ok = False
         if not ok:
@@ -276,7 +282,7 @@ class ColumnCache:
             os.utime(record_path)  # least recently used = oldest record mtime
         except OSError:
             pass
-        return CachedColumn(column_path, [(int(a), int(b)) for a, b in record["batches"]])
+        return CachedColumn(column_path, [(int(a), int(b)) for a, b in record["batches"]], data)
 
     def writer(self, key: ChunkKey, branch: str) -> ColumnWriter:
         return ColumnWriter(self, key, branch)

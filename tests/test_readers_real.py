@@ -693,3 +693,27 @@ def test_cli_run_bad_file_exit_code_1(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "'pfnano'" in lines[0] and "missing branches PFCands_d0Err" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("errors_dtype", [np.float32, np.float64])
+def test_pfnano_unmeasured_fill_equals_numpy(errors_dtype):
+    """The compiled NaN fill of the PFNano reader against numpy: NaN exactly where the error is
+    not > 0 (``-1`` fills, 0, negative, NaN), the value (as float32) elsewhere, a new array."""
+    from jettracks.readers.pfnano import nan_where_unmeasured
+
+    rng = np.random.default_rng(7)
+    n = 10_001
+    values = rng.normal(0, 0.1, n).astype(np.float64)
+    errors = rng.choice(np.array([-1.0, 0.0, -0.5, np.nan, 0.01, 0.2, np.inf]), n).astype(errors_dtype)
+    got = nan_where_unmeasured(values, errors)
+    with np.errstate(invalid="ignore"):
+        expected = np.where(errors > 0, values.astype(np.float32), np.float32(np.nan))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got).sum() == int((~(errors > 0)).sum())
+    read_only = values.astype(np.float32)
+    read_only.flags.writeable = False
+    out = nan_where_unmeasured(read_only[::2], errors[::2])  # strided, read-only input
+    np.testing.assert_array_equal(out, np.where(errors[::2] > 0, read_only[::2], np.float32(np.nan)))
+    with pytest.raises(ValueError, match="one length"):
+        nan_where_unmeasured(values[:3], errors[:4])

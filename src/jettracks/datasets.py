@@ -117,7 +117,8 @@ def _files_or_generate(name: str, ds: DatasetConfig, cfg: RunConfig, client, con
     return _listed_files(name, ds, cfg.base_dir, timeout)
 
 
-def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, regenerate: bool = False) -> DatasetPlan:
+def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, regenerate: bool = False,
+                     refresh: bool = False) -> DatasetPlan:
     """Resolve every dataset's files, drop repeats, detect formats and check one readable file each.
 
     Files: see :func:`resolve_files` (absolute from here on). A file named twice
@@ -137,11 +138,17 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, re
     wrote with other parameters (older code, changed options) are generated again
     (``run --overwrite``); files the generator did not write are never replaced.
 
+    The detection is kept in the file-metadata cache (``$JETTRACKS_CACHE_DIR/entries.json``,
+    keyed by the file's URL or path + size + mtime, like its entries): a rerun does not open
+    the file for it (one open less per dataset: round trips for a far file). ``refresh``
+    ignores the cache.
+
     Args:
         cfg: the run config (``executor.max_files`` limits files per dataset).
         processor: the processor (its ``reader_for(format)`` gives the reader, if it has one).
         client: a ``distributed.Client`` (generation and XRootD settings run on its workers too).
         console: a ``rich`` console for notes (None: silent).
+        refresh: detect again, ignoring the file-metadata cache (default False).
     """
     from .io.files import SharedFileError, deduplicate, file_identity
 
@@ -171,11 +178,14 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, re
     fileset: dict[str, dict[str, Any]] = {}
     formats: dict[str, str] = {}
     branches: set[str] = set()
+    from .io.cache import EntryCache
+
+    detections = EntryCache(refresh=refresh, timeout=timeout)
     for name, files in lists.items():
         ds = cfg.datasets[name]
         found, used, unreadable = None, None, []
         for fname in files:
-            found, why = _detect(fname, ds.format, timeout)
+            found, why = _detect(fname, ds.format, timeout, detections)
             if found is not None:
                 used = fname
                 break
@@ -247,26 +257,47 @@ def _note_missing_optional(name: str, used: str, reader, available: set[str], co
         )
 
 
-def _detect(fname: str, fmt: str, timeout: int):
+def _detect(fname: str, fmt: str, timeout: int, cache: Any = None):
     """(detection, None) for a file that opens, (None, one-line reason) for one that does not.
+
+    ``cache``: an :class:`~jettracks.io.cache.EntryCache` holding earlier detections of this
+    file version (size + mtime); a found detection is stored there.
 
     Raises:
         RunError: the file opens but is not of the format (or of any format, for ``auto``).
     """
     from .failures import error_line
-    from .readers.detect import open_file
+    from .readers.detect import Detection, open_file
 
+    # Never a tree path (the cache's second key is a tree name); valid for this set of readers.
+    key = f"detection:{fmt}:{readers.registry_tag()}"
+    stored = cache.get(fname, key) if cache is not None else None
+    if isinstance(stored, dict):
+        try:
+            return Detection(stored["format"], stored["treename"],
+                             {t: set(b) for t, b in stored["trees"].items()}, list(stored["notes"])), None
+        except (KeyError, TypeError, AttributeError, ValueError):
+            pass  # an unexpected record: detect again
     try:
         handle = open_file(fname, timeout=timeout)
     except readers.ReaderError as err:
         return None, str(err)
     try:
         with handle:
-            return readers.detect_details(handle, fmt=fmt), None
+            found = readers.detect_details(handle, fmt=fmt)
     except readers.ReaderError as err:
         raise RunError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - it opens, but its trees cannot be read (truncated, corrupt)
         return None, f"{fname}: cannot read: {error_line(err)}"
+    if cache is not None:
+        record = {"format": found.format, "treename": found.treename,
+                  "trees": {t: sorted(b) for t, b in found.trees.items()}, "notes": list(found.notes)}
+        try:
+            if cache.put(fname, key, record):
+                cache.save()
+        except OSError:
+            pass  # an optimisation only; the metadata step warns about an unwritable cache
+    return found, None
 
 
 def note_duplicates(dropped: list[dict], deduplicated: list | None, console) -> None:

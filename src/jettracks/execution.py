@@ -253,7 +253,7 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
             if handle.dashboard_link:
                 console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
             plan = datasets.prepare_datasets(cfg, proc, client=handle.client, console=console,
-                                             regenerate=regenerate)
+                                             regenerate=regenerate, refresh=refresh)
             times["prepared"] = time.perf_counter()
             files = metadata.collect_metadata(
                 plan.fileset, client=handle.client, ex=ex, refresh=refresh, console=console,

@@ -109,6 +109,23 @@ def detect_tree(source: Any, fmt: str = "auto", **open_options: Any) -> tuple[st
     return found.format, found.treename
 
 
+def registry_tag() -> str:
+    """A short hash of what detection depends on: the registered formats in order, each
+    one's tree paths and required branches. A stored detection is valid only under the
+    same tag (another jettracks version may detect another format)."""
+    import hashlib
+
+    parts = []
+    for name, cls in _REGISTRY.items():
+        try:
+            required = sorted(cls().required_branches())
+        except Exception:  # noqa: BLE001 - a reader that needs options: its class name stands in
+            required = []
+        trees = list(getattr(cls, "TREES", None) or (cls.treename,))
+        parts.append([name, f"{cls.__module__}.{cls.__qualname__}", trees, required])
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+
 def detect_details(source: Any, fmt: str = "auto", **open_options: Any):
     """:class:`~jettracks.readers.detect.Detection` of a file: format, tree, trees, and
     ``notes`` (near misses such as a PFNano file lacking a ``PFCands_*`` branch, which

@@ -344,7 +344,7 @@ class JetTrackProcessor(processor.ProcessorABC):
             n_tracks_selected, jet_tracks = self._associate_event_tracks(
                 batch, jets, n_sel_per_event
             )
-        elif batch.jet_tracks is not None:
+        elif batch.jet_tracks is not None or batch.stored_tracks is not None:
             n_tracks_selected, jet_tracks = self._associate_stored(batch, jet_sel)
         else:
             n_tracks_selected = 0
@@ -598,6 +598,11 @@ class JetTrackProcessor(processor.ProcessorABC):
         return n_per_jet, cand_global, dr
 
     def _associate_stored(self, batch, jet_sel):
+        if batch.stored_tracks is not None:
+            # One compiled pass over the flat buffers (JetNtuple): only tracks in the cone are built.
+            n_selected, counts, cols = batch.stored_tracks.select(
+                jet_sel, track_pt_min=self.track_pt_min, cone_dr=self.cone_dr)
+            return n_selected, _stored_jet_tracks(counts[jet_sel], cols)
         per_jet = ak.flatten(batch.jet_tracks, axis=1)[jet_sel]
         charged = (per_jet["charge"] != 0) & (per_jet["pt"] >= self.track_pt_min)
         n_selected = int(ak.sum(charged))
@@ -634,6 +639,18 @@ class JetTrackProcessor(processor.ProcessorABC):
             stop=meta.get("entrystop", 0),
         )
         return mldata.write_part(self.ml_dir, name, columns)
+
+
+def _stored_jet_tracks(counts: np.ndarray, cols: dict[str, np.ndarray]) -> ak.Array:
+    """``[jet][track]`` records over flat track columns (the track fields in their usual
+    order; ``dxy``, ``dxy_err``, ``dz`` NaN: stored per-jet formats have none)."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    nan = np.full(int(offsets[-1]), np.nan, dtype=np.float32)
+    fields = {f: cols[f] for f in ("pt", "eta", "phi", "charge") if f in cols}
+    fields.update(dxy=nan, dxy_err=nan, dz=nan, dr=cols["dr"])
+    record = ak.contents.RecordArray([ak.contents.NumpyArray(v) for v in fields.values()], list(fields))
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
 
 
 def _link_values(links, jets, n_sel_per_event, n_per_jet, index, trk_offsets) -> dict[str, np.ndarray]:

@@ -21,7 +21,9 @@ Tracks come in one of two shapes:
   or NaN marks "no measurement") — associated to jets by the ΔR kernel;
 - per-jet ``EventBatch.jet_tracks``: jagged ``[event][jet][track]`` with the same
   fields plus ``dr`` (ΔR to the jet as stored in the file) — formats whose
-  tracks are already stored per jet (the JetNtuple's ``PF_*``).
+  tracks are already stored per jet; or, instead, ``EventBatch.stored_tracks``: the
+  flat per-jet buffers a reader selects from in one compiled pass (the JetNtuple's
+  ``PF_*``: :class:`jettracks.readers.jetntuple.StoredTracks`).
 
 ``dxy`` is always in the **CMS sign convention**, ``dxy = (−(vx−pvx)·py + (vy−pvy)·px)/pT``
 (a reader of a format with another convention converts it: Delphes' ``D0`` has the
@@ -67,6 +69,8 @@ class EventBatch:
         jets: jagged [event][jet] records.
         tracks: event-level tracks or None.
         jet_tracks: per-jet tracks or None.
+        stored_tracks: per-jet tracks as flat buffers with a ``select(jet_sel, *,
+            track_pt_min, cone_dr)`` method (JetNtuple: ``StoredTracks``), or None.
         track_kind: what the tracks are: ``pf_candidates``, ``tracks``,
             ``isolated_tracks`` or ``none``.
         has_dxy: whether the format stores transverse impact parameters.
@@ -85,6 +89,7 @@ class EventBatch:
     jets: ak.Array
     tracks: ak.Array | None = None
     jet_tracks: ak.Array | None = None
+    stored_tracks: Any = None
     track_kind: str = "pf_candidates"
     has_dxy: bool = True
     flavour_fields: tuple[str, ...] = ()

@@ -340,7 +340,8 @@ def _jettracks_cfg(spec: dict, out_dir: str) -> dict:
         "processor": {"class": PROCESSOR, "options": dict(CUTS)},
         "executor": {"backend": "serial" if spec["workers"] == 0 else "local",
                      "workers": max(spec["workers"], 1), "chunksize": spec["chunksize"]},
-        "output": {"dir": out_dir, "plots": False},  # histograms, ML parts, checkpoints, report
+        # histograms, ML parts (unless spec "ml" is false), checkpoints, report
+        "output": {"dir": out_dir, "plots": False, "ml": bool(spec.get("ml", True))},
     }
 
 
@@ -443,9 +444,14 @@ def child_stages(spec: dict) -> dict:
         setattr(owner, name, timed)
         return original
 
-    codec = uproot.compression._DecompressLZMA  # what uproot reads LZMA baskets with
-    saved = [(codec, "decompress", wrap(codec, "decompress", "decompress")),
-             (jt_mod, "associate_tracks", wrap(jt_mod, "associate_tracks", "kernel"))]
+    fmt = spec.get("format", "pfnano")
+    saved = [(codec, "decompress", wrap(codec, "decompress", "decompress"))  # PFNano: LZMA, JetNtuple: ZLIB
+             for codec in (uproot.compression._DecompressLZMA, uproot.compression._DecompressZLIB)]
+    saved.append((jt_mod, "associate_tracks", wrap(jt_mod, "associate_tracks", "kernel")))
+    if fmt == "jetntuple":  # its kernel: the compiled selection of the stored candidates
+        from jettracks.readers.jetntuple import StoredTracks
+
+        saved.append((StoredTracks, "select", wrap(StoredTracks, "select", "kernel")))
     ml_dir = tempfile.mkdtemp(prefix="jettracks-peers-ml-")
     proc = jt_mod.JetTrackProcessor(ml_dir=ml_dir, **CUTS)
     for name, key in (("analyse", "analyse"), ("fill", "fill"), ("cutflow", "cutflow"), ("_write_ml_part", "ml_write")):
@@ -458,7 +464,7 @@ def child_stages(spec: dict) -> dict:
             acc.clear()
             with uproot.open(path) as f:
                 n = f[spec["tree"]].num_entries
-            chunk = ChunkSpec("qcd", path, spec["tree"], 0, n, "", {"format": "pfnano", "is_mc": True})
+            chunk = ChunkSpec("qcd", path, spec["tree"], 0, n, "", {"format": fmt, "is_mc": True})
             c0, t0 = time.process_time(), time.perf_counter()
             out, record = run_chunk(proc, chunk, reader)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -626,6 +632,9 @@ def section_peers(args) -> dict:
         ("jettracks_2workers", lambda: measure("jettracks", {**base, "format": "pfnano", "workers": 2})),
         ("jetntuple_jettracks", lambda: measure("jettracks", {
             **base, "files": jfiles, "tree": TREES["jetntuple"], "format": "jetntuple", "workers": 0})),
+        # The same without the ML columns: the histograms and cut flow need 12 of the 16 branches.
+        ("jetntuple_jettracks_no_ml", lambda: measure("jettracks", {
+            **base, "files": jfiles, "tree": TREES["jetntuple"], "format": "jetntuple", "workers": 0, "ml": False})),
     ]
     if root_py is not None:
         plan += [
@@ -664,6 +673,9 @@ def section_peers(args) -> dict:
                             f"2 threads {r2['count']} / {r2['entries']} (expected {n_events} events)")
         reference = ("RDataFrame valid tracks", r1["count"])
         jr, jj = best["jetntuple_rdf"], best["jetntuple_jettracks"]
+        if best["jetntuple_jettracks_no_ml"]["cutflow"] != jj["cutflow"]:
+            problems.append(f"JetNtuple cut flows with ML {jj['cutflow']}, without "
+                            f"{best['jetntuple_jettracks_no_ml']['cutflow']}")
         if jr["count"] != jj["cutflow"]["tracks_in_cone"] or jr["entries"] != jj["entries"]:
             problems.append(f"JetNtuple: RDataFrame {jr['count']} tracks in cones over {jr['entries']} jets, "
                             f"jettracks tracks_in_cone {jj['cutflow']['tracks_in_cone']} over {jj['entries']}")
@@ -699,6 +711,8 @@ def section_peers(args) -> dict:
     jj = best["jetntuple_jettracks"]
     res["peers_jetntuple_jets"] = jj["entries"]
     res["peers_jetntuple_jettracks_jets_per_s"] = _r(jj["entries"] / jj["wall_s"], 1)
+    jn = best["jetntuple_jettracks_no_ml"]
+    res["peers_jetntuple_jettracks_no_ml_jets_per_s"] = _r(jn["entries"] / jn["wall_s"], 1)
     if root_py is not None:
         r1, r2, jr = best["rdf_1thread"], best["rdf_2threads"], best["jetntuple_rdf"]
         res["peers_rdf_root_version"] = r1["root_version"]
@@ -710,8 +724,11 @@ def section_peers(args) -> dict:
         res["peers_rdf_cpu_ratio_1core"] = _ratio(jt["cpu_s"], r1["cpu_s"])
         res["peers_rdf_cpu_ratio_2core"] = _ratio(jt2["cpu_s"], r2["cpu_s"])
         res["peers_jetntuple_rdf_ratio"] = _ratio(jj["wall_s"], jr["wall_s"])
+        res["peers_jetntuple_no_ml_rdf_ratio"] = _ratio(jn["wall_s"], jr["wall_s"])
+        res["peers_jetntuple_rdf_cpu_ratio"] = _ratio(jj["cpu_s"], jr["cpu_s"])
     else:
-        for k in ("peers_rdf_ratio_1core", "peers_rdf_ratio_2core", "peers_jetntuple_rdf_ratio"):
+        for k in ("peers_rdf_ratio_1core", "peers_rdf_ratio_2core", "peers_jetntuple_rdf_ratio",
+                  "peers_jetntuple_no_ml_rdf_ratio"):
             res[k] = None
     res["peers_coffea_ratio"] = _ratio(jt["wall_s"], co["wall_s"])
     res["peers_coffea_cpu_ratio"] = _ratio(jt["cpu_s"], co["cpu_s"])
@@ -725,6 +742,10 @@ def section_peers(args) -> dict:
         for k in ("events", "decompress_s", "read_other_s", "analyse_other_s", "kernel_s", "fill_s", "cutflow_s",
                   "ml_write_s", "chunk_s", "chunk_cpu_s", "first_chunk_s"):
             res[f"peers_profile_chunk_{k}"] = _r(st[k])
+        st = measure("stages", {**base, "files": [*jwarm, *jfiles], "tree": TREES["jetntuple"], "format": "jetntuple"})
+        for k in ("events", "decompress_s", "read_other_s", "analyse_other_s", "kernel_s", "fill_s", "cutflow_s",
+                  "ml_write_s", "chunk_s", "chunk_cpu_s", "first_chunk_s"):
+            res[f"peers_profile_jetntuple_chunk_{k}"] = _r(st[k])
         log("profiling one jettracks serial run (cProfile)")
         prof = measure("jettracks", {**base, "format": "pfnano", "workers": 0, "profile": True})
         log(prof["profile"])

@@ -114,7 +114,9 @@ default 100,000 entries, jettracks' default: one chunk a file here)::
   jettracks' chunking, no processing.
 * ``jetntuple_*``: jettracks (serial) and RDataFrame (1 thread; cone cut on the
   stored ``PF_dR``, tracks ``|PF_id|`` in 11/13/211, a ΔR histogram) on the
-  JetNtuple files; ``peers_jetntuple_*_jets_per_s``.
+  JetNtuple files; ``peers_jetntuple_*_jets_per_s``. ``jetntuple_jettracks_no_ml``: the same
+  without ML output (``output.ml: false``: 12 of the 16 branches, no ``PF_dEta``/``PF_dPhi``),
+  ``peers_jetntuple_no_ml_rdf_ratio``; RDF reads 5 branches and fills one histogram.
 
 Every measurement runs in a fresh subprocess (``--peers-repeats`` interleaved
 runs, best wall time kept, default 1). Timed: from after the imports a user's script
@@ -146,6 +148,8 @@ machine's load (final figures belong to a quiet machine). ``--peers-profile`` ad
 ``ChunkReader`` (column plan, sub-batches), split by wrapping uproot's LZMA
 decompression, the association kernel and the processor's ``analyse``/``fill``/
 ``cutflow``/ML part (``read_other_s``: the rest: opening, interpretation, batching);
+``peers_profile_jetntuple_chunk_*`` the same for one JetNtuple file (one chunk, ZLIB
+decompression, kernel: the compiled selection of the stored candidates);
 and prints a cProfile of one more jettracks serial run to stderr.
 """
 

@@ -138,3 +138,26 @@ def test_reader_buffers_and_processor_on_a_generated_file(tmp_path):
     for name in full:
         np.testing.assert_array_equal(full[name].values(flow=True), light[name].values(flow=True))
     assert proc.cutflow(chunk) == proc.cutflow(lean)
+
+
+def test_zlib_baskets_inflated_by_isal_equal_zlib(tmp_path):
+    """uproot reads ZLIB baskets with ISA-L once the readers are imported; the arrays equal zlib's."""
+    import uproot
+    from uproot import compression
+
+    from jettracks.readers.jetntuple import use_isal_zlib
+
+    path = generate.generate_file(tmp_path / "z.root", format="jetntuple", n_events=120, seed=9)
+    assert use_isal_zlib() and compression._decompress_ZLIB.library == "isal"
+    branches = ["PF_pT", "PF_id", "jetEta", "event"]
+    with uproot.open(path) as f:
+        assert str(f.file.compression).startswith("ZLIB")
+        fast = f["AK4jets/jetTree"].arrays(branches)
+    try:
+        compression._DecompressZLIB.library = "zlib"
+        with uproot.open(path) as f:
+            plain = f["AK4jets/jetTree"].arrays(branches)
+    finally:
+        use_isal_zlib()
+    for b in branches:
+        assert ak.to_list(fast[b]) == ak.to_list(plain[b])

@@ -264,3 +264,45 @@ def test_valid_dxy_one_definition_for_cutflow_and_ml(small_sample, tmp_path):
             assert row.max_abs_dxy == pytest.approx(max(finite), rel=1e-6)
         else:
             assert math.isnan(row.max_abs_dxy)
+
+
+def test_parts_scanned_while_the_run_goes_on_give_the_same_dataset(small_sample, tmp_path, monkeypatch):
+    """finalize with the parts a PartScanner read during the run (and one it could not read)
+    writes byte for byte the dataset finalize writes scanning every part itself."""
+    from jettracks import execution
+    from jettracks.io import mldata
+
+    def cfg(out):
+        return {
+            "name": "scan",
+            "datasets": {"qcd": {"files": [str(p) for p in small_sample["pfnano"][:2]], "format": "pfnano",
+                                 "metadata": {"is_mc": True}}},
+            "processor": {"options": {"cone_dr": 0.5}},
+            "executor": {"backend": "serial", "chunksize": 40},
+            "output": {"dir": str(out), "plots": False},
+        }
+
+    used: list[int] = []
+    real_results = mldata.PartScanner.results
+
+    def results(self, names):
+        self.add(["part-never-written.parquet"])  # an unreadable part: ignored, not fatal
+        got = real_results(self, [*names, "part-never-written.parquet"])
+        used.append(len(got))
+        return got
+
+    monkeypatch.setattr(mldata.PartScanner, "results", results)
+    scanned = run_config(cfg(tmp_path / "scanned"), progress=False)
+    monkeypatch.setattr(execution, "_part_observer", lambda scanner: None)  # finalize scans every part
+    plain = run_config(cfg(tmp_path / "plain"), progress=False)
+    assert len(used) == 2 and used[1] == 0  # the second run gave the scanner nothing
+    names = sorted(p.name for p in (tmp_path / "scanned" / "ml").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "plain" / "ml").iterdir())
+    for name in names:
+        if name.endswith(".parquet"):
+            assert (tmp_path / "scanned" / "ml" / name).read_bytes() == (tmp_path / "plain" / "ml" / name).read_bytes()
+    m1 = json.loads((tmp_path / "scanned" / "ml" / "manifest.json").read_text())
+    m2 = json.loads((tmp_path / "plain" / "ml" / "manifest.json").read_text())
+    m1.pop("config"), m2.pop("config")  # the output directories differ
+    assert m1 == m2
+    assert used[0] == len(m1["sources"]) >= 4  # every part of the run came from the scanner

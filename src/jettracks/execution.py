@@ -234,14 +234,13 @@ def fingerprint_config(cfg: RunConfig) -> dict[str, Any]:
 def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_bad_files: bool,
                  refresh: bool, console, regenerate: bool = False) -> RunResult:
     """Steps 3-8, inside the claimed and locked run directory ``state``."""
+    from .cluster.shared_output import OutputGuard
     from .engines import run_engine
     from .io.checkpoints import RunCheckpointer
-    from .io.outputs import save_report, write_outputs
-    from .report import build_report
-    from .cluster.shared_output import OutputGuard
 
     ex, out_dir = cfg.executor, state.path
     checkpointer = RunCheckpointer(state.checkpoint_dir)
+    scanner = None
     times = {"start": time.perf_counter()}
     serial = ex.backend == "serial" and client is None
     cluster_ctx = OutputGuard(  # every worker must see out_dir
@@ -261,21 +260,61 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
             )
             times["metadata"] = time.perf_counter()
             _check_cache(ex)
+            if cfg.output.ml:  # the ML parts are scanned as chunks finish (finalize then only writes)
+                from .io.mldata import PartScanner
+
+                scanner = PartScanner(out_dir / "ml")
             result = run_engine(
                 ex.engine, plan.fileset, files.meta, proc, client=handle.client, ex=ex,
                 branches=plan.branches, checkpointer=checkpointer, progress=progress,
                 transfer_bytes=_transfer_bytes(cfg, handle.client),
+                on_output=_part_observer(scanner),
             )
             times["done"] = time.perf_counter()
             backend = {"backend": "serial" if serial else handle.backend, **handle.description}
     except cluster.ClusterError as err:
+        _close(scanner)
         raise RunError(f"executor.backend {ex.backend}: {err}") from None
     except KeyboardInterrupt:
+        _close(scanner)
         raise RunError(
             f"interrupted; finished chunks are checkpointed in {state.checkpoint_dir}: "
             "rerun the same command to resume"
         ) from None
+    except BaseException:
+        _close(scanner)
+        raise
+    try:
+        return _finish(cfg, state, plan, files, result, backend, times, checkpointer, cluster_ctx, scanner,
+                       skip_bad_files=skip_bad_files, console=console)
+    finally:
+        _close(scanner)
 
+
+def _part_observer(scanner: Any):
+    """``on_output`` for the engine: each finished chunk's ML parts to the scanner."""
+    if scanner is None:
+        return None
+
+    def observe(output: Any) -> None:
+        if isinstance(output, dict) and output.get("ml_parts"):
+            scanner.add(output["ml_parts"])
+
+    return observe
+
+
+def _close(scanner: Any) -> None:
+    if scanner is not None:
+        scanner.close()
+
+
+def _finish(cfg, state, plan, files, result, backend, times, checkpointer, cluster_ctx, scanner, *,
+            skip_bad_files: bool, console) -> RunResult:
+    """Steps 6-8 (report, checks, outputs) of a run whose chunks have all finished."""
+    from .io.outputs import save_report, write_outputs
+    from .report import build_report
+
+    out_dir = state.path
     report = build_report(
         name=cfg.name, config=cfg.model_dump(mode="json", by_alias=True), fingerprint=state.fingerprint,
         plan=plan, metadata=files, result=result, cluster=backend, times=times,
@@ -300,7 +339,7 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
             + "; other chunks are checkpointed: fix or pass --skip-bad-files, then rerun"
         ))
     try:
-        write_outputs(cfg, out_dir, report, output, console=console)
+        write_outputs(cfg, out_dir, report, output, console=console, scanner=scanner)
     except FileNotFoundError as err:  # a part a worker reported is not at the client
         _fail(out_dir, report, f"ML dataset incomplete: {err}")
     except OSError as err:

@@ -52,6 +52,7 @@ def run_engine(
     checkpointer: Any = None,
     progress: bool = False,
     transfer_bytes: int | None = None,
+    on_output: Any = None,
 ) -> EngineResult:
     """Run engine ``name`` with the executor settings of a run (what ``execution`` calls).
 
@@ -71,13 +72,15 @@ def run_engine(
         transfer_bytes: ML parts and checkpoints through Dask, at most this many bytes of
             parts a chunk (workers that do not see the output directory); ``None``: the
             workers write them (default).
+        on_output: called with each finished chunk's output (:meth:`Engine.run`); ``None``: nothing.
 
     Raises:
         ValueError: unknown engine name.
     """
     try:
         return _run(name, fileset, meta, processor, client=client, ex=ex, branches=branches,
-                    checkpointer=checkpointer, progress=progress, transfer_bytes=transfer_bytes)
+                    checkpointer=checkpointer, progress=progress, transfer_bytes=transfer_bytes,
+                    on_output=on_output)
     finally:  # the files kept open for later chunks (jettracks.engines.handles)
         close_open_files(client)
 
@@ -107,7 +110,7 @@ async def _close_all_async() -> int:  # client.run(wait=False) takes coroutine f
 
 
 def _run(name, fileset, meta, processor, *, client, ex, branches, checkpointer, progress,
-         transfer_bytes=None) -> EngineResult:
+         transfer_bytes=None, on_output=None) -> EngineResult:
     return get_engine(name).run(
         fileset,
         meta,
@@ -121,6 +124,7 @@ def _run(name, fileset, meta, processor, *, client, ex, branches, checkpointer, 
         xrootd_timeout=ex.xrootd_timeout,
         transfer_bytes=transfer_bytes,
         reading=reading_options(ex),
+        on_output=on_output,
     )
 
 

@@ -743,6 +743,7 @@ class Engine(abc.ABC):
         xrootd_timeout: float | None = None,
         transfer_bytes: int | None = None,
         reading: Mapping[str, Any] | None = None,
+        on_output: Callable[[Any], None] | None = None,
     ) -> EngineResult:
         """Process every chunk of every file in ``meta``; failures are records, not exceptions.
 
@@ -767,6 +768,8 @@ class Engine(abc.ABC):
                 checkpoints are loaded and saved here, at the client (:func:`transfer_outputs`).
             reading: further :class:`ChunkReader` settings (``batch_bytes``, ``cache_dir``,
                 ``cache_max_bytes``, ``cache_compression``); ``None``: the defaults.
+            on_output: called with each finished chunk's output as it arrives (e.g. to scan
+                its ML part while other chunks run); its errors are ignored. ``None``: nothing.
 
         Returns:
             :class:`EngineResult` with one record per planned chunk.
@@ -783,6 +786,11 @@ class Engine(abc.ABC):
                 records[i] = record
                 totals.add(specs[i].dataset, output)
                 bar.advance(record)
+                if on_output is not None and output is not None:
+                    try:
+                        on_output(output)
+                    except Exception:  # noqa: BLE001 - an observer never fails the run
+                        pass
 
             reader = reader_for(branches, xrootd_timeout, **(reading or {}))
             run_specs = specs

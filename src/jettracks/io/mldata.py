@@ -32,8 +32,8 @@ from .atomic import atomic_path
 from .outfs import out_path, readable
 
 __all__ = [
-    "COLUMNS", "Column", "ContentHash", "event_fold", "event_split", "finalize", "jet_columns", "key_hash",
-    "part_available", "refinalize", "write_part",
+    "COLUMNS", "Column", "ContentHash", "PartScanner", "event_fold", "event_split", "finalize", "jet_columns",
+    "key_hash", "part_available", "refinalize", "write_part",
 ]
 
 SPLITS = ("train", "validation", "test")
@@ -519,6 +519,14 @@ class _Sources:
         return (self.ml_dir / name).is_file() or (
             name in self.sources and all((self.ml_dir / s[0]).is_file() for s in self.sources[name]))
 
+    def adopt(self, other: _Sources, names: Mapping[str, Any]) -> None:
+        """Take ``other``'s kept tables of ``names`` (a scanner's reads of this run's parts)."""
+        for name in names:
+            table = other._kept.pop(name, None)
+            if table is not None and self._kept_bytes + table.nbytes <= self.KEEP_BYTES:
+                self._kept[name] = table
+                self._kept_bytes += table.nbytes
+
     def read(self, name: str) -> Any:
         kept = self._kept.pop(name, None)
         if kept is not None:
@@ -601,38 +609,132 @@ def _train_values(table: Any, name: str) -> np.ndarray | None:
     return None
 
 
-def _scan(names: list[str], src: _Sources) -> _Plan:
-    plan = _Plan()
-    for name in names:
-        table = src.read(name)
-        if table is None or table.num_rows == 0:
+@dataclass
+class _PartScan:
+    """What one part holds (pass 1 of :func:`finalize`, per part; merged in name order)."""
+
+    dataset: str
+    schema: Any
+    content: ContentHash
+    counts: dict[str, dict[str, int]]  # "split" / "flavour" / "dataset" -> value -> rows
+    rows: dict[str, int]  # split -> rows
+    train_pt: np.ndarray | None = None
+    train_abs_eta: np.ndarray | None = None
+    train_label: np.ndarray | None = None
+    train: dict[str, np.ndarray] = field(default_factory=dict)  # feature -> training values
+
+
+def _scan_part(table: Any) -> _PartScan | None:
+    """Scan one part's table; None for a part without rows."""
+    if table is None or table.num_rows == 0:
+        return None
+    content = ContentHash()
+    content.add(table)
+    split = table.column("split").to_numpy(zero_copy_only=False).astype(str)
+    counts: dict[str, dict[str, int]] = {}
+    for col in ("split", "flavour", "dataset"):
+        values, n = np.unique(table.column(col).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+        counts[col] = {str(v): int(c) for v, c in zip(values, n)}
+    part = _PartScan(table.column("dataset")[0].as_py(), table.schema, content, counts,
+                     {s: int((split == s).sum()) for s in SPLITS})
+    train = table.filter(_mask(split == "train"))
+    if train.num_rows == 0:
+        return part
+    part.train_pt = train.column("jet_pt").to_numpy()
+    part.train_abs_eta = np.abs(train.column("jet_eta").to_numpy())
+    part.train_label = train.column("flavour").to_numpy(zero_copy_only=False).astype(str)
+    for col in train.column_names:
+        if col in NOT_FEATURES:
             continue
-        dataset = table.column("dataset")[0].as_py()
-        schema = plan.schemas.setdefault(dataset, table.schema)
-        if not schema.equals(table.schema):
+        values = _train_values(train, col)
+        if values is not None:
+            part.train[col] = values
+    return part
+
+
+def _scan(names: list[str], src: _Sources, scanned: Mapping[str, _PartScan | None] | None = None) -> _Plan:
+    """Pass 1 over the parts, in name order; ``scanned``: parts scanned already (by a
+    :class:`PartScanner` while the run went on), the others are read and scanned here."""
+    plan = _Plan()
+    scanned = scanned or {}
+    for name in names:
+        part = scanned[name] if name in scanned else _scan_part(src.read(name))
+        if part is None:
+            continue
+        dataset = part.dataset
+        schema = plan.schemas.setdefault(dataset, part.schema)
+        if not schema.equals(part.schema):
             raise ValueError(f"ML part {name} has other columns than the other parts of dataset {dataset!r}")
         plan.parts.setdefault(dataset, []).append(name)
-        plan.content.add(table)
-        split = table.column("split").to_numpy(zero_copy_only=False).astype(str)
+        plan.content.rows += part.content.rows
+        plan.content.total = (plan.content.total + part.content.total) % (1 << 64)
         for col, acc in (("split", plan.rows_split), ("flavour", plan.rows_label), ("dataset", plan.rows_dataset)):
-            values, counts = np.unique(table.column(col).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
-            for v, c in zip(values, counts):
-                acc[str(v)] = acc.get(str(v), 0) + int(c)
+            for v, c in part.counts[col].items():
+                acc[v] = acc.get(v, 0) + c
         for s in SPLITS:
-            plan.rows[(dataset, s, name)] = int((split == s).sum())
-        train = table.filter(_mask(split == "train"))
-        if train.num_rows == 0:
+            plan.rows[(dataset, s, name)] = part.rows[s]
+        if part.train_pt is None:
             continue
-        plan.train_pt.append(train.column("jet_pt").to_numpy())
-        plan.train_abs_eta.append(np.abs(train.column("jet_eta").to_numpy()))
-        plan.train_label.append(train.column("flavour").to_numpy(zero_copy_only=False).astype(str))
-        for col in train.column_names:
-            if col in NOT_FEATURES:
-                continue
-            values = _train_values(train, col)
-            if values is not None:
-                plan.train.setdefault(col, []).append(values)
+        plan.train_pt.append(part.train_pt)
+        plan.train_abs_eta.append(part.train_abs_eta)
+        plan.train_label.append(part.train_label)
+        for col, values in part.train.items():
+            plan.train.setdefault(col, []).append(values)
     return plan
+
+
+class PartScanner:
+    """Reads and scans this run's ML parts on a background thread while chunks still run,
+    so that :func:`finalize` at the end only merges and writes (its first pass was a third
+    of the finalize time, on the client's critical path after the last chunk).
+
+    :meth:`add` the part paths of each finished chunk (any order, repeats ignored); pass the
+    scanner to :func:`finalize`, which uses what it scanned and scans the rest itself; a part
+    the scanner could not read or scan is simply scanned again there (with its error then).
+    Tables are kept for finalize's write pass up to :attr:`_Sources.KEEP_BYTES` in all.
+
+    Args:
+        ml_dir: the run's ``ml/`` directory (local path or ``root://`` URL).
+    """
+
+    def __init__(self, ml_dir: str | os.PathLike) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.ml_dir = out_path(ml_dir)
+        self.src = _Sources(self.ml_dir, {})
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jettracks-ml-scan")
+        self._futures: dict[str, Any] = {}
+
+    def add(self, parts: Sequence[str]) -> None:
+        """Scan these parts (paths or names in ``ml_dir``) in the background."""
+        for p in parts:
+            name = Path(str(p)).name
+            if name not in self._futures:
+                self._futures[name] = self._pool.submit(self._scan_one, name)
+
+    def _scan_one(self, name: str) -> _PartScan | None:
+        if not (self.ml_dir / name).is_file():
+            raise FileNotFoundError(name)
+        return _scan_part(self.src.read(name))
+
+    def results(self, names: Sequence[str]) -> dict[str, _PartScan | None]:
+        """Scans of those ``names`` that succeeded (waiting for the ones under way)."""
+        out = {}
+        for name in names:
+            future = self._futures.get(name)
+            if future is None:
+                continue
+            try:
+                out[name] = future.result()
+            except Exception:  # noqa: BLE001 - finalize scans it again and reports its error
+                continue
+        return out
+
+    def close(self) -> None:
+        """Stop: scans not started are dropped, the kept tables released."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.src = _Sources(self.ml_dir, {})
+        self._futures.clear()
 
 
 def _mask(mask: np.ndarray) -> Any:
@@ -761,6 +863,7 @@ def finalize(
     hdf5: bool = False,
     folds: int = DEFAULT_FOLDS,
     reference_flavour: str | None = None,
+    scanner: PartScanner | None = None,
 ) -> dict[str, Any]:
     """Compact this run's parts into a few Parquet files per dataset and split, and
     write ``manifest.json``, ``README.md`` (with the Hugging Face dataset card),
@@ -791,6 +894,8 @@ def finalize(
         folds: number of folds k of the ``fold`` column (default :data:`DEFAULT_FOLDS`).
         reference_flavour: reference class of ``weight_reference`` (default ``b``
             when present, else the most populous flavour).
+        scanner: a :class:`PartScanner` of this ``ml_dir`` that scanned parts while the run
+            went on (its scans of parts that are not from old-manifest sources are used).
 
     Returns:
         The manifest, plus ``removed_stale``: names of the stale parts removed.
@@ -819,7 +924,11 @@ def finalize(
             f"{len(missing)} ML part(s) of this run are missing from {ml_dir} (e.g. {missing[0]})"
         )
 
-    plan = _scan(names, src)
+    scanned: dict[str, _PartScan | None] = {}
+    if scanner is not None and str(scanner.ml_dir) == str(ml_dir):
+        scanned = scanner.results(names)
+        src.adopt(scanner.src, scanned)
+    plan = _scan(names, src, scanned)
     cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
     reweighting = compute_reweighting(cat(plan.train_pt), cat(plan.train_abs_eta),
                                       cat(plan.train_label).astype(str), reference=reference_flavour)

@@ -233,8 +233,12 @@ def write_outputs(
     output: Mapping[str, Any],
     *,
     console: Any = None,
+    scanner: Any = None,
 ) -> None:
     """The run's outputs after its chunks: histograms, the ML dataset's manifest, plots.
+
+    ``scanner``: a :class:`~jettracks.io.mldata.PartScanner` that scanned the ML parts while
+    the chunks ran (:func:`~jettracks.io.mldata.finalize` uses its scans), or None.
 
     The ML dataset is exactly the parts in ``output["ml_parts"]`` (this run's chunks);
     ``report`` gets ``ml_dataset`` and ``plots``.
@@ -257,7 +261,7 @@ def write_outputs(
     # column cache is mostly these two).
     with ThreadPoolExecutor(max_workers=1) as pool:
         saved = pool.submit(save_hists, out_dir, hists, cutflow) if hists else None
-        _write_other_outputs(cfg, out_dir, report, output, ml_parts, console)
+        _write_other_outputs(cfg, out_dir, report, output, ml_parts, console, scanner)
         if saved is not None:
             saved.result()
     if cfg.output.plots and hists:
@@ -279,7 +283,7 @@ def write_outputs(
 
 
 def _write_other_outputs(cfg: Any, out_dir: Path, report: Any, output: Mapping[str, Any], ml_parts: list,
-                         console: Any) -> None:
+                         console: Any, scanner: Any = None) -> None:
     """Per-lumisection tables and the finalized ML dataset (:func:`write_outputs`)."""
     from ..report import MLDatasetSummary
 
@@ -306,6 +310,7 @@ def _write_other_outputs(cfg: Any, out_dir: Path, report: Any, output: Mapping[s
             selection=dict(cfg.processor.options),
             versions=report["provenance"]["versions"],
             hdf5=cfg.output.ml_dataset.hdf5,
+            scanner=scanner,
         )
         if manifest["removed_stale"] and console is not None:
             console.print(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import importlib
+import sys
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -583,6 +584,8 @@ def transfer_outputs(specs: list[ChunkSpec], processor: Any, checkpointer: Any, 
 
 def _worker_address() -> str | None:
     """The Dask worker running this call (its address), or None outside a worker."""
+    if "distributed" not in sys.modules:  # not in a worker; importing it costs ~0.4 s and ~50 MB
+        return None
     try:
         from distributed import get_worker
 

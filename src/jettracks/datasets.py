@@ -138,7 +138,7 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, re
     wrote with other parameters (older code, changed options) are generated again
     (``run --overwrite``); files the generator did not write are never replaced.
 
-    The detection is kept in the file-metadata cache (``$JETTRACKS_CACHE_DIR/entries.json``,
+    The detection is kept beside the file-metadata cache (``$JETTRACKS_CACHE_DIR/detections.json``,
     keyed by the file's URL or path + size + mtime, like its entries): a rerun does not open
     the file for it (one open less per dataset: round trips for a far file). ``refresh``
     ignores the cache.
@@ -178,9 +178,10 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, re
     fileset: dict[str, dict[str, Any]] = {}
     formats: dict[str, str] = {}
     branches: set[str] = set()
-    from .io.cache import EntryCache
+    from .io.cache import EntryCache, default_cache_path
 
-    detections = EntryCache(refresh=refresh, timeout=timeout)
+    # Beside entries.json, in a file of its own: entries.json holds one entries record per file.
+    detections = EntryCache(default_cache_path().with_name("detections.json"), refresh=refresh, timeout=timeout)
     for name, files in lists.items():
         ds = cfg.datasets[name]
         found, used, unreadable = None, None, []

@@ -260,7 +260,10 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
             )
             times["metadata"] = time.perf_counter()
             _check_cache(ex)
-            if cfg.output.ml:  # the ML parts are scanned as chunks finish (finalize then only writes)
+            if cfg.output.ml and isinstance(out_dir, Path):
+                # Local ML parts are scanned as chunks finish (finalize then only merges and
+                # writes); parts at a root:// URL are scanned by finalize (a background remote
+                # read must never hold up the end of a failed run).
                 from .io.mldata import PartScanner
 
                 scanner = PartScanner(out_dir / "ml")

@@ -18,7 +18,7 @@ from typing import Any
 from .atomic import write_text_atomic
 from .xrootd import _xrootd_fs, is_url, is_xrootd, split_xrootd_url
 
-__all__ = ["STAT_THREADS", "EntryCache", "file_signature", "map_threads"]
+__all__ = ["STAT_THREADS", "EntryCache", "default_cache_path", "file_signature", "map_threads"]
 
 
 def file_signature(name: str, *, timeout: int = 30) -> tuple[str, int, float] | None:
@@ -78,7 +78,9 @@ def _remote(name: str) -> bool:
     return is_url(name) and not name.lower().startswith("file://")
 
 
-def _default_cache_path() -> Path:
+def default_cache_path() -> Path:
+    """``entries.json`` in ``$JETTRACKS_CACHE_DIR``, else ``$XDG_CACHE_HOME/jettracks`` or
+    ``~/.cache/jettracks`` (the format detections are kept beside it, ``detections.json``)."""
     root = os.environ.get("JETTRACKS_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jettracks"
     )
@@ -145,7 +147,7 @@ class EntryCache:
         autosave: bool = False,
         timeout: int = 30,
     ):
-        self.path = Path(path) if path is not None else _default_cache_path()
+        self.path = Path(path) if path is not None else default_cache_path()
         self.refresh = refresh
         self.autosave = autosave
         self.timeout = timeout

@@ -113,6 +113,7 @@ class CachedColumn:
     path: Path
     batches: list[tuple[int, int]]
     data: Any = None
+    _reader: Any = field(default=None, init=False, repr=False)
 
     def read(self, start: int, stop: int) -> Any:
         """Entries ``[start, stop)`` as an awkward array (only the overlapping batches are read)."""
@@ -120,9 +121,11 @@ class CachedColumn:
         import pyarrow as pa
 
         parts = []
-        # The arrays share the mapped buffers (zero-copy), which keep the mapping alive for
-        # as long as they live.
-        reader = pa.ipc.open_file(self.data if self.data is not None else _map(self.path))
+        # Opened once for all the chunk's sub-batches. The arrays share the mapped buffers
+        # (zero-copy), which keep the mapping alive for as long as they live.
+        if self._reader is None:
+            self._reader = pa.ipc.open_file(self.data if self.data is not None else _map(self.path))
+        reader = self._reader
         for i, (lo, hi) in enumerate(self.batches):
             if start == stop and lo <= start <= hi:  # an empty range (a file without entries)
                 return ak.from_arrow(reader.get_batch(i).column(0))[0:0]

@@ -260,10 +260,8 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
             )
             times["metadata"] = time.perf_counter()
             _check_cache(ex)
-            if cfg.output.ml and isinstance(out_dir, Path):
-                # Local ML parts are scanned as chunks finish (finalize then only merges and
-                # writes); parts at a root:// URL are scanned by finalize (a background remote
-                # read must never hold up the end of a failed run).
+            if cfg.output.ml:
+                # ML parts are scanned as chunks finish: finalize then only merges and writes.
                 from .io.mldata import PartScanner
 
                 scanner = PartScanner(out_dir / "ml")

@@ -91,7 +91,7 @@ def close_open_files(client: Any = None) -> None:
     from . import handles
 
     handles.close_all()
-    if client is not None:
+    if client is not None and getattr(client, "status", "running") == "running":  # else it would wait to connect
         try:
             client.run(_close_all_async, wait=False)
         except Exception:  # noqa: BLE001 - an idle handle left open costs nothing but memory

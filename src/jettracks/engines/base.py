@@ -832,7 +832,9 @@ def gather(client: Any, futures: list[Any], specs: list[ChunkSpec],
     with ``groups``, future ``i`` ran the chunks ``groups[i]`` and ``unpack(result)`` is one
     ``(output, record)`` per chunk, in that order. A task that died (``KilledWorker``, ...)
     is a failed record for each of its chunks; an interrupt cancels what is left, so no
-    task keeps running.
+    task keeps running. A client that lost its scheduler for good (it closes itself after
+    ``distributed.comm.timeouts.connect`` of failed reconnects) raises
+    :class:`~jettracks.cluster.ClusterError`: its futures would never complete.
     """
     from distributed import as_completed
 
@@ -840,7 +842,7 @@ def gather(client: Any, futures: list[Any], specs: list[ChunkSpec],
     index = {f.key: i for i, f in enumerate(futures)}
     try:
         completed = as_completed(futures, with_results=True, raise_errors=False)
-        for batch in completed.batches():  # every result already here: no round trip each
+        for batch in _batches(completed, client):  # every result already here: no round trip each
             for future, result in batch:
                 chunks = members[index[future.key]]
                 try:
@@ -856,8 +858,42 @@ def gather(client: Any, futures: list[Any], specs: list[ChunkSpec],
                 for i, (out, record) in zip(chunks, pairs):
                     done(i, out, record)
     except BaseException:
-        client.cancel(futures)
+        if getattr(client, "status", "running") == "running":  # a closed client would wait
+            client.cancel(futures)
         raise
+
+
+#: Client states after which no future of it completes (``distributed.Client.status``).
+_CLIENT_GONE = frozenset({"closing", "closed", "failed"})
+
+
+def _batches(completed: Any, client: Any, poll_s: float = 0.5) -> Iterator[list[Any]]:
+    """``completed.batches()`` that also ends when ``client`` is gone.
+
+    ``as_completed`` waits forever on the futures of a client that closed itself after
+    its scheduler died (they are never resolved); so wait on its condition in slices of
+    ``poll_s`` seconds and look at the client's status between them.
+    """
+    from jettracks.cluster import ClusterError
+
+    condition = getattr(completed, "thread_condition", None)
+    while not completed.is_empty():
+        if completed.has_ready():
+            yield completed.next_batch(block=False)
+            continue
+        status = str(getattr(client, "status", "running"))
+        if status in _CLIENT_GONE:
+            address = getattr(getattr(client, "scheduler", None), "address", "?")
+            raise ClusterError(
+                f"the Dask client lost its scheduler {address} (client {status}) with {completed.count()} task(s) unfinished: finished chunks are"
+                " checkpointed; run the same command again once the scheduler is back to resume"
+            )
+        if condition is None:  # pragma: no cover - another distributed: poll
+            time.sleep(min(poll_s, 0.05))
+        else:
+            with condition:
+                if not completed.has_ready():
+                    condition.wait(timeout=poll_s)
 
 
 #: Engine name -> ``"module:Class"`` (imported on first use: the engine modules import this one).

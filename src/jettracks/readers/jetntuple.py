@@ -33,32 +33,10 @@ import numba
 import numpy as np
 
 from .base import EventBatch, Reader, flat, jagged_records
+from .codecs import use_isal_zlib
 
 __all__ = ["JetNtupleReader", "StoredTracks", "charge_from_pdgid", "select_stored_tracks", "use_isal_zlib"]
 
-
-def use_isal_zlib() -> bool:
-    """Have uproot inflate ZLIB baskets (the JetNtuple's codec, record 12100's ZLIB-1) with
-    ISA-L (``isal``, a project dependency) instead of the standard library's zlib: the same
-    bytes, ~1.5x faster (44 MB of the benchmark's ``PF_*`` baskets: 0.20 -> 0.13 s), and
-    decompression is about half of reading a JetNtuple. Process-wide, done when this module
-    is imported (every reader is, on every worker). uproot's documented switch,
-    ``uproot.ZLIB.library``, does not reach the decompressor it reads with (an instance of
-    the base class ``_DecompressZLIB``), so the base class's attribute is set. False (zlib
-    kept) without ``isal`` or when uproot's internals differ."""
-    try:
-        import isal.isal_zlib  # noqa: F401
-        from uproot import compression
-    except ImportError:
-        return False
-    codec = getattr(compression, "_DecompressZLIB", None)
-    if codec is None or getattr(codec, "library", None) not in ("zlib", "isal"):
-        return False
-    codec.library = "isal"
-    return True
-
-
-use_isal_zlib()
 
 _CHARGED_LEPTONS = (11, 13)
 

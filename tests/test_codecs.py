@@ -163,10 +163,10 @@ def test_switch_active_after_importing_readers():
     assert compression._DecompressLZMA.decompress is codecs._imagecodecs_lzma_decompress
     assert compression._decompress_ZLIB.library == "isal"
     # A fresh process, as a worker: importing the readers switches both; the engines'
-    # per-chunk use_stdlib_lzma() afterwards keeps imagecodecs.
+    # per-file use_fast_codecs() afterwards keeps them.
     code = (
-        "import json, jettracks.readers as r; from jettracks.io.decompression import use_stdlib_lzma;"
-        "a = r.active_codecs(); use_stdlib_lzma(); print(json.dumps([a, r.active_codecs()]))"
+        "import json, jettracks.readers as r; from jettracks.readers.codecs import use_fast_codecs;"
+        "a = r.active_codecs(); use_fast_codecs(); print(json.dumps([a, r.active_codecs()]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "JETTRACKS_LZMA"}
     before, after = json.loads(subprocess.check_output([sys.executable, "-c", code], env=env, text=True))
@@ -182,9 +182,15 @@ def test_switch_active_after_importing_readers():
 def test_switch_declines_without_imagecodecs_or_other_uproot(monkeypatch):
     monkeypatch.setattr(compression._DecompressLZMA, "decompress", UPROOT_LZMA)
     monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import fails
+    assert codecs.use_fast_lzma() is False  # the standard library's lzma decodes instead
+    assert compression._DecompressLZMA.decompress is codecs._stdlib_lzma_decompress
+    assert codecs.active_codecs()["LZMA"].startswith("lzma (standard library, liblzma ")
+    monkeypatch.delitem(sys.modules, "imagecodecs")
+    monkeypatch.setenv("JETTRACKS_LZMA", "cramjam")  # uproot's own choice is kept
+    monkeypatch.setattr(compression._DecompressLZMA, "decompress", UPROOT_LZMA)
     assert codecs.use_fast_lzma() is False
     assert compression._DecompressLZMA.decompress is UPROOT_LZMA
-    monkeypatch.delitem(sys.modules, "imagecodecs")
+    monkeypatch.delenv("JETTRACKS_LZMA")
 
     def other(self, data, size, flags=0):  # an uproot whose decoder takes other arguments
         raise AssertionError

@@ -68,6 +68,7 @@ def test_every_run_writes_a_self_contained_page(partial_run):
         assert f"{count:,}" in html, step
     assert f"{rep.entries.processed:,}" in html and f"{rep.entries.expected:,}" in html
     assert rep.provenance["versions"]["coffea"] in html
+    assert rep.provenance["codecs"]["LZMA"] in html  # which decoders read the files
     # skipped and unreadable files first, with the reason
     files = html[html.index('id="files"'):html.index('id="chunks"')]
     assert files.index("broken.root") < files.index("pfnano_0000.root")

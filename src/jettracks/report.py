@@ -254,7 +254,11 @@ def provenance() -> dict[str, Any]:
             git = {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"python": platform.python_version(), "versions": package_versions(), "git": git}
+    from .readers.codecs import active_codecs
+
+    # The client's decoders; workers import the same readers, so they switch the same way.
+    return {"python": platform.python_version(), "versions": package_versions(), "git": git,
+            "codecs": active_codecs()}
 
 
 def build_report(

@@ -330,9 +330,9 @@ class ChunkReader:
     cache_compression: str | None = None
 
     def _open_options(self) -> dict[str, Any]:
-        from ..io.decompression import use_stdlib_lzma
+        from ..readers.codecs import use_fast_codecs
 
-        use_stdlib_lzma()  # 13% less CPU than cramjam on LZMA baskets, same bytes
+        use_fast_codecs()  # LZMA ~1.4x and ZLIB ~1.5x faster than uproot's decoders, same bytes
         options = dict(self.uproot_options) if self.uproot_options is not None else _default_uproot_options()
         # uproot keeps up to 100 MB of read arrays in a global cache by default: a chunk's
         # columns are read once, so the cache only holds memory (measured: +110 MB RSS).
@@ -867,12 +867,13 @@ def gather(client: Any, futures: list[Any], specs: list[ChunkSpec],
 _CLIENT_GONE = frozenset({"closing", "closed", "failed"})
 
 
-def _batches(completed: Any, client: Any, poll_s: float = 0.5) -> Iterator[list[Any]]:
+def _batches(completed: Any, client: Any, poll_s: float = 0.1) -> Iterator[list[Any]]:
     """``completed.batches()`` that also ends when ``client`` is gone.
 
     ``as_completed`` waits forever on the futures of a client that closed itself after
     its scheduler died (they are never resolved); so wait on its condition in slices of
-    ``poll_s`` seconds and look at the client's status between them.
+    ``poll_s`` seconds and look at the client's status between them (0.1 s, as
+    ``as_completed`` itself: an interrupt from another thread lands between slices).
     """
     from jettracks.cluster import ClusterError
 

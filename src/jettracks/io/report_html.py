@@ -137,6 +137,7 @@ def render_report_html(summary: Any) -> str:
         versions=dict(rep.provenance.get("versions", {})),
         git=dict(rep.provenance.get("git", {})),
         python=rep.provenance.get("python"),
+        codecs=dict(rep.provenance.get("codecs", {})),
     )
 
 

@@ -783,14 +783,23 @@ def _file_plan(plan: _Plan, tag: str) -> tuple[dict[str, dict[str, Any]], dict[s
 
 
 class _FileWriter:
-    """Writes the planned finalized files in order, row groups of :data:`ROW_GROUP_ROWS`."""
+    """Writes the planned finalized files in order, row groups of :data:`ROW_GROUP_ROWS`.
+
+    Row groups are encoded and written on a thread of the writer's own (in order: one
+    thread), so the splits' files are compressed side by side and while the next part is
+    read; :meth:`close` (or the last :meth:`add`) waits for them and raises their error.
+    """
 
     def __init__(self, ml_dir: Path, files: list[tuple[str, int]], schema: Any) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.ml_dir, self.files, self.schema = ml_dir, list(files), schema
         self.buffer: list = []
         self.buffered = 0
         self.written = 0  # rows in the open file
         self._atomic = self._writer = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jettracks-ml-write")
+        self._pending: list[Any] = []
 
     def add(self, table: Any) -> None:
         while table.num_rows:
@@ -819,24 +828,41 @@ class _FileWriter:
 
         if n == 0:
             return
-        table = pa.concat_tables(self.buffer).combine_chunks()
-        self._writer.write_table(table.slice(0, n), row_group_size=n)
+        table = pa.concat_tables(self.buffer)
+        writer = self._writer
+        self._pending.append(self._pool.submit(
+            lambda: writer.write_table(table.slice(0, n).combine_chunks(), row_group_size=n)))
         rest = table.slice(n)
         self.buffer, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
         self.written += n
 
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()  # in order; the first error raises
+
     def _close(self) -> None:
+        self._wait()
         self._writer.close()
         self._atomic.__exit__(None, None, None)
         self._writer = self._atomic = None
         self.files.pop(0)
         self.written = 0
 
+    def shutdown(self) -> None:
+        """Stop the writer's thread (after :meth:`_close` or :meth:`abort`)."""
+        self._pool.shutdown(wait=True)
+
     def abort(self) -> None:
+        try:
+            self._wait()
+        except BaseException:  # noqa: BLE001 - aborting anyway: the file is removed below
+            pass
         if self._writer is not None:
             self._writer.close()
             self._atomic.__exit__(RuntimeError, None, None)  # removes the temporary file
             self._writer = self._atomic = None
+        self.shutdown()
 
 
 def _with_derived(table: Any, *, folds: int, reweighting: Any) -> Any:
@@ -932,7 +958,13 @@ def finalize(
     cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
     reweighting = compute_reweighting(cat(plan.train_pt), cat(plan.train_abs_eta),
                                       cat(plan.train_label).astype(str), reference=reference_flavour)
-    stats = {k: feature_stats(np.concatenate(v)).as_dict() for k, v in sorted(plan.train.items())}
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Only the manifest needs the statistics: computed while the files are written.
+    stats_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jettracks-ml-stats")
+    stats_future = stats_pool.submit(
+        lambda: {k: feature_stats(np.concatenate(v)).as_dict() for k, v in sorted(plan.train.items())})
+    stats_pool.shutdown(wait=False)
     tag = json.dumps([folds, reweighting.as_dict(), COMPRESSION, ROW_GROUP_ROWS,
                       {d: hf_features(s) for d, s in sorted(plan.schemas.items())}], sort_keys=True)
     files, sources = _file_plan(plan, tag)
@@ -954,6 +986,7 @@ def finalize(
         for f in new_here:
             (ml_dir / f).unlink(missing_ok=True)
         raise
+    stats = stats_future.result()
 
     columns = []
     all_fields: dict[str, str] = {}
@@ -1089,8 +1122,12 @@ def _write_files(ml_dir: Path, plan: _Plan, files: Mapping[str, dict[str, Any]],
                         writers[s] = _FileWriter(ml_dir, todo, table.schema)
                     files[writers[s].files[0][0]]["nbytes"] += rows.nbytes  # approximate across file edges
                     writers[s].add(rows)
+            for w in writers.values():
+                w._wait()
             if any(w.files or w.buffered for w in writers.values()):
                 raise RuntimeError(f"ML finalize: dataset {dataset!r}: fewer rows read than planned")
+            for w in writers.values():
+                w.shutdown()
         except BaseException:
             for w in writers.values():
                 w.abort()

@@ -10,7 +10,10 @@ each measurement in a fresh subprocess:
   ``Runner`` + ``IterativeExecutor``;
 * ``jettracks``: ``jettracks.run(config)`` with all default outputs but plots,
   serial and on a 2-worker LocalCluster;
-* ``io_floor``: uproot reading only the branches the selection needs, same chunks.
+* ``io_floor``: uproot reading only the branches the selection needs, same chunks, with the
+  decoders jettracks reads with (``jettracks.readers.codecs``: LZMA by imagecodecs);
+  ``io_floor_uproot``: the same with uproot's own decoders (cramjam), what a plain uproot
+  user gets.
 
 This file is also the child process: ``python scripts/_peers.py child KIND SPEC``
 (SPEC: JSON) runs one measurement and prints one JSON object on its last stdout line.
@@ -263,6 +266,11 @@ def _steps(num_entries: int, chunksize: int) -> list[tuple[int, int]]:
 
 def child_io_floor(spec: dict) -> dict:
     import uproot
+
+    if spec.get("codecs") == "jettracks":
+        from jettracks.readers.codecs import use_fast_codecs
+
+        use_fast_codecs()
 
     def read() -> tuple[int, int]:
         events = chunks = 0
@@ -626,7 +634,8 @@ def section_peers(args) -> dict:
 
     # -- measurements: interleaved repeats, each in a fresh process --------------------------
     plan: list[tuple[str, Any]] = [
-        ("io_floor", lambda: measure("io_floor", {**base, "branches": MINIMAL_BRANCHES})),
+        ("io_floor", lambda: measure("io_floor", {**base, "branches": MINIMAL_BRANCHES, "codecs": "jettracks"})),
+        ("io_floor_uproot", lambda: measure("io_floor", {**base, "branches": MINIMAL_BRANCHES, "codecs": "uproot"})),
         ("jettracks_serial", lambda: measure("jettracks", {**base, "format": "pfnano", "workers": 0})),
         ("coffea_idiomatic", lambda: measure("coffea", base)),
         ("jettracks_2workers", lambda: measure("jettracks", {**base, "format": "pfnano", "workers": 2})),
@@ -735,6 +744,8 @@ def section_peers(args) -> dict:
     res["peers_coffea_rss_ratio"] = _ratio(jt["peak_rss_mb"], co["peak_rss_mb"])
     res["peers_e2e_ratio"] = _ratio(jt["wall_s"], best["io_floor"]["wall_s"])
     res["peers_e2e_cpu_ratio"] = _ratio(jt["cpu_s"], best["io_floor"]["cpu_s"])
+    res["peers_e2e_uproot_floor_ratio"] = _ratio(jt["wall_s"], best["io_floor_uproot"]["wall_s"])
+    res["peers_io_floor_speedup_of_codecs"] = _ratio(best["io_floor_uproot"]["cpu_s"], best["io_floor"]["cpu_s"])
     res["peers_load_average_1min_end"] = _load()
 
     if args.peers_profile:

@@ -109,7 +109,8 @@ default 100,000 entries, jettracks' default: one chunk a file here)::
   empty entries cache (``JETTRACKS_CACHE_DIR``) and output directory; numba's
   on-disk cache is primed once beforehand by an untimed run on the warm-up files
   (a user's second run), so loading it is timed, compiling is not.
-* ``io_floor``: uproot reading only the branches the selection needs (run,
+* ``io_floor``: uproot, with jettracks' decoders (LZMA by imagecodecs), reading only the
+  branches the selection needs (``io_floor_uproot``: with uproot's own, cramjam) (run,
   luminosityBlock, event, Jet_pt/eta/phi, PFCands_pt/eta/phi/charge/d0/d0Err) with
   jettracks' chunking, no processing.
 * ``jetntuple_*``: jettracks (serial) and RDataFrame (1 thread; cone cut on the
@@ -136,7 +137,9 @@ Linux carries into ``ru_maxrss`` across exec; for
 ``peers_rdf_ratio_2core = jettracks_2workers_s / rdf_2threads_s`` (<= 1.0),
 ``peers_coffea_ratio = jettracks_serial_s / coffea_idiomatic_s`` (<= 0.8),
 ``peers_coffea_rss_ratio`` (peak RSS, same; <= 0.6), ``peers_e2e_ratio =
-jettracks_serial_s / io_floor_s`` (<= 1.15), ``peers_jetntuple_rdf_ratio`` (jettracks
+jettracks_serial_s / io_floor_s`` (<= 1.15; ``peers_e2e_uproot_floor_ratio`` against
+``io_floor_uproot``, and ``peers_io_floor_speedup_of_codecs`` = uproot's floor CPU / jettracks'
+decoders' floor CPU), ``peers_jetntuple_rdf_ratio`` (jettracks
 serial / RDF 1 thread on the JetNtuple files, <= 0.5); ``*_cpu_ratio*`` the same from
 CPU seconds. Cross-checks abort the section, with the numbers: RDF's count of valid
 tracks (histogram fills, flow included) equals jettracks' cut-flow

@@ -189,6 +189,38 @@ def test_concurrent_writers_of_one_entry(tmp_path):
     assert not list((tmp_path / "c").rglob(".*tmp-*"))  # no temporary left behind
 
 
+def _open_cache(root: str, start, errors) -> None:
+    start.wait()
+    try:
+        ColumnCache(root)
+    except CacheError as err:
+        errors.put(str(err))
+
+
+def test_many_processes_create_one_new_cache_at_once(tmp_path):
+    """Dask workers open the run's new cache together: none may take another's
+    half-made cache (its marker's temporary file) for a foreign directory."""
+    # The state one creator leaves between its mkdir and its marker's rename:
+    making = tmp_path / "making"
+    making.mkdir()
+    (making / f".{MARKER}.tmp-0123abcd").write_text("jettracks column cache\n")
+    ColumnCache(making)
+    assert (making / MARKER).exists()
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        root = str(tmp_path / f"new{attempt}")
+        start, errors = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_open_cache, args=(root, start, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        start.set()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        assert errors.empty(), errors.get()
+        assert [c.name for c in Path(root).iterdir()] == [MARKER]
+
+
 def test_cache_directory_rules(tmp_path):
     foreign = tmp_path / "photos"
     foreign.mkdir()

@@ -295,7 +295,15 @@ class ColumnCache:
         if not marker.exists():
             if self.root.exists() and not self.root.is_dir():
                 raise CacheError(f"cache {self.root}: exists and is not a directory")
-            if self.root.is_dir() and any(self.root.iterdir()):
+            # Another process creating the same cache leaves its marker's temporary file
+            # (then the marker itself) in the directory: that is a cache being made, not a
+            # foreign directory.
+            making = f".{MARKER}.tmp-"
+            if (
+                self.root.is_dir()
+                and any(not child.name.startswith(making) for child in self.root.iterdir())
+                and not marker.exists()
+            ):
                 raise CacheError(
                     f"cache {self.root}: a non-empty directory that is not a jettracks column cache "
                     f"(no {MARKER}); give an empty or new directory"

@@ -658,10 +658,10 @@ def _link_values(links, jets, n_sel_per_event, n_per_jet, index, trk_offsets) ->
     link joining that jet and candidate; NaN where there is none (a track in the ΔR cone that
     is not a constituent). Only the associated pairs are looked up (no per-candidate arrays).
     """
-    n_link = ak.to_numpy(ak.num(links, axis=1)).astype(np.int64)
+    n_link = readers.base.counts(links)
     link_ev = np.repeat(np.arange(len(n_link), dtype=np.int64), n_link)
-    link_jet = ak.to_numpy(ak.flatten(links["jet"], axis=None)).astype(np.int64)
-    link_cand = ak.to_numpy(ak.flatten(links["cand"], axis=None)).astype(np.int64)
+    link_jet = readers.base.flat(links["jet"], np.int64)
+    link_cand = readers.base.flat(links["cand"], np.int64)
     sel_ev = np.repeat(np.arange(len(n_sel_per_event), dtype=np.int64), n_sel_per_event)
     pair_ev = np.repeat(sel_ev, n_per_jet)
     pair_jet = np.repeat(ak.to_numpy(jets["index"]).astype(np.int64), n_per_jet)
@@ -677,7 +677,7 @@ def _link_values(links, jets, n_sel_per_event, n_per_jet, index, trk_offsets) ->
     out = {}
     for name in ("sip3d", "sip3d_sig"):
         if name in links.fields:
-            values = ak.to_numpy(ak.flatten(links[name], axis=None)).astype(np.float32)
+            values = readers.base.flat(links[name], np.float32)
             out[name] = np.where(found, values[order][pos] if len(order) else np.float32(np.nan), np.float32(np.nan))
     return out
 

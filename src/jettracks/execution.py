@@ -242,6 +242,9 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
     checkpointer = RunCheckpointer(state.checkpoint_dir)
     scanner = None
     times = {"start": time.perf_counter()}
+    from .report import provenance_soon
+
+    provenance_of_run = provenance_soon()  # git and versions, while the chunks run
     serial = ex.backend == "serial" and client is None
     cluster_ctx = OutputGuard(  # every worker must see out_dir
         cluster.serial() if serial else cluster.connect(ex, client=client, processor_class=cfg.processor.class_),
@@ -287,7 +290,7 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
         raise
     try:
         return _finish(cfg, state, plan, files, result, backend, times, checkpointer, cluster_ctx, scanner,
-                       skip_bad_files=skip_bad_files, console=console)
+                       skip_bad_files=skip_bad_files, console=console, provenance_of_run=provenance_of_run.result())
     finally:
         _close(scanner)
 
@@ -310,7 +313,7 @@ def _close(scanner: Any) -> None:
 
 
 def _finish(cfg, state, plan, files, result, backend, times, checkpointer, cluster_ctx, scanner, *,
-            skip_bad_files: bool, console) -> RunResult:
+            skip_bad_files: bool, console, provenance_of_run: Any = None) -> RunResult:
     """Steps 6-8 (report, checks, outputs) of a run whose chunks have all finished."""
     from .io.outputs import save_report, write_outputs
     from .report import build_report
@@ -319,6 +322,7 @@ def _finish(cfg, state, plan, files, result, backend, times, checkpointer, clust
     report = build_report(
         name=cfg.name, config=cfg.model_dump(mode="json", by_alias=True), fingerprint=state.fingerprint,
         plan=plan, metadata=files, result=result, cluster=backend, times=times,
+        provenance_of_run=provenance_of_run,
     )
     output = result.output or {}
     cluster_ctx.verify(  # the workers' ML parts and checkpoints must be at the client

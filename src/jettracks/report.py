@@ -33,6 +33,7 @@ __all__ = [
     "build_report",
     "load_report",
     "provenance",
+    "provenance_soon",
 ]
 
 
@@ -233,6 +234,18 @@ def load_report(path: str | os.PathLike) -> RunReport:
     return RunReport.model_validate_json(p.read_text())
 
 
+def provenance_soon() -> Any:
+    """:func:`provenance` computed on a thread (a ``concurrent.futures.Future``): a run starts
+    it with its chunks, so the two ``git`` calls (tens of ms) are not on its tail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jettracks-provenance")
+    try:
+        return pool.submit(provenance)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def provenance() -> dict[str, Any]:
     """Package versions, Python, and the project's git commit + dirty flag (when in a checkout)."""
     import platform
@@ -271,6 +284,7 @@ def build_report(
     result: Any,
     cluster: dict[str, Any],
     times: dict[str, float],
+    provenance_of_run: Mapping[str, Any] | None = None,
 ) -> RunReport:
     """The report of a run that got through its engine (``status`` still ``running``).
 
@@ -283,6 +297,7 @@ def build_report(
         result: the :class:`~jettracks.engines.EngineResult`.
         cluster: backend name and description.
         times: ``start``, ``prepared``, ``metadata``, ``done`` (``time.perf_counter`` seconds).
+        provenance_of_run: :func:`provenance` taken earlier in the run (None: taken here).
     """
     import socket
 
@@ -321,7 +336,7 @@ def build_report(
         engine=result.engine,
         cluster=cluster,
         host=socket.gethostname(),
-        provenance=provenance(),
+        provenance=dict(provenance_of_run) if provenance_of_run is not None else provenance(),
         files=files,
         entries=EntryTotals(
             expected=sum(f.entries_expected or 0 for f in files),

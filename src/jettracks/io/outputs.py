@@ -13,6 +13,7 @@ Every file is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -183,7 +184,13 @@ def _save_plots(plot_dir: Path, hists: Mapping[str, Any], is_data: bool, labels:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the results."""
+    """Versions of the packages that shape the results (of the modules this process
+    imported: read once per process, ~15 ms from the installed metadata)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str]:
     from importlib import metadata
 
     names = [

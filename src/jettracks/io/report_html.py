@@ -125,7 +125,7 @@ def render_report_html(summary: Any) -> str:
     steps: list[str] = []
     for flow in rep.cutflow.values():
         steps += [s for s in flow if s not in steps]
-    config_text = yaml.safe_dump(rep.config, sort_keys=False, default_flow_style=False) if rep.config else ""
+    config_text = yaml.dump(rep.config, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, default_flow_style=False) if rep.config else ""
     return _environment().get_template("report.html.j2").render(
         s=summary,
         rep=rep,

@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+#: libyaml's safe dumper where PyYAML has it (~10x faster than the pure-Python one, same text).
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 __all__ = ["DEFAULT_TRACK_LENGTH", "config_groups", "hf_card", "hf_features", "weaver_config"]
 
 #: Tracks per jet of weaver's padded track inputs when the run did not pad (``pad_tracks``).
@@ -87,7 +90,7 @@ def hf_card(manifest: Mapping[str, Any]) -> str:
                       "splits": [{"name": s, "num_bytes": nbytes[s], "num_examples": n} for s, n in rows.items() if n]})
     header = {"pretty_name": "jettracks per-jet ML dataset", "tags": ["physics", "jet-tagging", "tabular"],
               "configs": configs, "dataset_info": infos if len(infos) > 1 else infos[0]}
-    return "---\n" + yaml.safe_dump(header, sort_keys=False, width=1000) + "---\n\n"
+    return "---\n" + yaml.dump(header, Dumper=_YAML_DUMPER, sort_keys=False, width=1000) + "---\n\n"
 
 
 def weaver_config(manifest: Mapping[str, Any]) -> str:
@@ -145,4 +148,4 @@ def weaver_config(manifest: Mapping[str, Any]) -> str:
         + (" ..." if len(files["train"]) > 3 else ""),
         "#          --data-val " + " ".join(files["validation"][:3]) + " --data-test " + " ".join(files["test"][:3]),
     ]
-    return "\n".join(head) + "\n" + yaml.safe_dump(cfg, sort_keys=False, width=1000, default_flow_style=None)
+    return "\n".join(head) + "\n" + yaml.dump(cfg, Dumper=_YAML_DUMPER, sort_keys=False, width=1000, default_flow_style=None)

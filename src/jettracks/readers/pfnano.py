@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import awkward as ak
 import numba
 import numpy as np
 
@@ -147,15 +146,18 @@ class PFNanoReader(Reader):
             batch.notices.append("constituent links JetPFCands_* present")
         sip = {k: b for k, b in self.SIP3D.items() if b in fields}
         if has_links and (self.options.get("links", False) or sip):
-            links = {
-                "jet": ak.materialize(columns[self.LINKS[0]]),
-                "cand": ak.materialize(columns[self.LINKS[1]]),
-            }
-            for key, branch in sip.items():
-                values = ak.materialize(columns[branch])
-                # 0 exactly: the producer's fill for a candidate without a track.
-                links[key] = ak.where(values == 0, np.float32(np.nan), values)
-            batch.links = ak.zip(links)
+            # Flat buffers + one count per event (awkward's ``==`` and ``where`` on the jagged
+            # arrays cost ~15 ms a 1,000-event chunk at ~1,900 candidates an event).
+            n_link = counts(columns[self.LINKS[0]])
+            links = {"jet": flat(columns[self.LINKS[0]]), "cand": flat(columns[self.LINKS[1]])}
+            for key, branch in {"cand": self.LINKS[1], **sip}.items():
+                if not np.array_equal(counts(columns[branch]), n_link):
+                    raise ValueError(f"format pfnano: {branch} and {self.LINKS[0]} differ in length in some event")
+                if key in sip:
+                    values = flat(columns[branch])
+                    # 0 exactly: the producer's fill for a candidate without a track.
+                    links[key] = np.where(values == 0, values.dtype.type(np.nan), values)
+            batch.links = jagged_records(links, n_link)
         if self.CAND["dz"] in fields and len(sip) < len(self.SIP3D):
             batch.notices.append(
                 "format pfnano: no JetPFCands_btagSip3dVal/Sig (with links): ML columns track_sip3d, "

@@ -337,7 +337,7 @@ class JetTrackProcessor(processor.ProcessorABC):
         jet_sel = (jet_pt > self.jet_pt_min) & (np.abs(jet_eta) < self.jet_abs_eta_max)
         jet_event = np.repeat(np.arange(batch.n_events, dtype=np.int64), n_jets_per_event)
         sel_event = jet_event[jet_sel]
-        jets = jets_flat[jet_sel]
+        jets = ak.to_packed(jets_flat[jet_sel])  # projected once: every later field read is a view
         n_sel_per_event = np.bincount(sel_event, minlength=batch.n_events).astype(np.int64)
 
         if batch.tracks is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -263,14 +262,12 @@ def write_outputs(
 
         # Simulation with xsec: the *_weighted histograms scaled to xsec · lumi / Σ genWeight.
         report["normalisation"] = normalise(hists, output.get("genweights", {}), cfg.datasets, lumi)
-    # The histogram files are written on a thread while the ML dataset is finalized: Arrow's
-    # Parquet reading, compression and writing release the GIL (the tail of a rerun from the
-    # column cache is mostly these two).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        saved = pool.submit(save_hists, out_dir, hists, cutflow) if hists else None
-        _write_other_outputs(cfg, out_dir, report, output, ml_parts, console, scanner)
-        if saved is not None:
-            saved.result()
+    # The histogram files after the ML dataset, not beside it on a thread: writing them is
+    # pure Python (uproot), and while it holds the GIL each of finalize's short Arrow calls
+    # waits out a switch interval (measured: the tail of a cached rerun 0.233 -> 0.222 s).
+    _write_other_outputs(cfg, out_dir, report, output, ml_parts, console, scanner)
+    if hists:
+        save_hists(out_dir, hists, cutflow)
     if cfg.output.plots and hists:
         is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
         files: dict[str, list[str]] = {}

@@ -221,6 +221,28 @@ def test_many_processes_create_one_new_cache_at_once(tmp_path):
         assert [c.name for c in Path(root).iterdir()] == [MARKER]
 
 
+def test_full_cache_disk_reads_the_files_and_says_so(tmp_path, small_tmpfs):
+    """A cache on a full disk loses the speed-up, never data: the chunks are read from their
+    files, the results equal a run without the cache, one notice names the cache and the
+    reason, and nothing half-written stays in the cache."""
+    fileset, meta, _ = make_input("none", tmp_path / "input")
+    cache = small_tmpfs("512k") / "cache"  # the run's columns need ~1.9 MB
+    want = _run("runner", fileset, meta, tmp_path / "plain", cache=None)
+    for name in ("first", "again"):  # the second run meets a cache full from the start
+        got = _run("runner", fileset, meta, tmp_path / name, cache=cache)
+        assert [(r.spec.key, r.status) for r in got.records] == [(r.spec.key, r.status) for r in want.records]
+        extra = set(got.output["notices"]) - set(want.output["notices"])
+        assert len(extra) == 1 and all(str(cache) in n and "No space left" in n for n in extra), extra
+        got.output["notices"] = want.output["notices"]
+        assert_same_output(got, want)
+        assert not list(cache.rglob(".*tmp-*"))
+    # What was published is whole: a run with room reads it and still equals the plain run.
+    roomy = tmp_path / "roomy"
+    shutil.copytree(cache, roomy)
+    assert any(roomy.rglob("*.arrow"))
+    assert_same_output(_run("runner", fileset, meta, tmp_path / "roomy-run", cache=roomy), want)
+
+
 def test_cache_directory_rules(tmp_path):
     foreign = tmp_path / "photos"
     foreign.mkdir()

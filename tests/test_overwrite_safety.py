@@ -122,19 +122,9 @@ def test_unusable_output_path_is_one_line(small_sample, tmp_path, kind):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    """A small tmpfs mounted under tmp_path (needs root); unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def tmpfs(small_tmpfs):
+    """A 4 MiB tmpfs (needs root)."""
+    return small_tmpfs("4m")
 
 
 def test_read_only_output_directory_is_one_line(small_sample, tmp_path, tmpfs):

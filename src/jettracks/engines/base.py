@@ -632,12 +632,23 @@ def _process_once(processor: Any, spec: ChunkSpec, read_events: ReadEvents) -> A
                 del events, part
         if out is None:  # pragma: no cover - read_batches always yields a batch
             raise ValueError("the chunk gave no batch")
+        _add_notices(out, getattr(batches, "notices", ()))  # what the column cache could not do
         return out
     with read_events(spec) as events:
         out = processor.process(events)
     if out is None:
         raise ValueError("process() returned None; it must return an accumulatable")
     return out
+
+
+def _add_notices(out: Any, notices: Iterable[str]) -> None:
+    """Add ``notices`` to a dict output's ``notices`` set (made when absent)."""
+    notices = set(notices)
+    if not notices or not isinstance(out, dict):
+        return
+    existing = out.setdefault("notices", set())
+    if isinstance(existing, set):
+        existing.update(notices)
 
 
 def peak_rss_mb() -> float | None:

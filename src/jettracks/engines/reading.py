@@ -21,6 +21,11 @@ sub-batch (per-part names stay unique), plus ``previous_entry``: the ids (``run`
 ``luminosityBlock``/``lumi``, ``event``) of the entry just before the sub-batch,
 which formats with one entry per jet need to count each event once (absent for a
 sub-batch that begins its file).
+
+Writing to a column cache never fails a chunk: the cache only saves time. When a write
+to it fails (a full disk, a read-only or vanished directory), the chunk's unfinished
+entries are dropped, the chunk goes on from its file, and the iterator's ``notices`` say
+so (the engine adds them to the chunk's output).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "ChunkColumns", "DEFAULT_BATCH_BYTES", "LIGHT_BYTES_PER_ENTRY", "batch_bounds", "read_batches", "tree_layout",
+    "ChunkColumns", "DEFAULT_BATCH_BYTES", "LIGHT_BYTES_PER_ENTRY", "SubBatches", "batch_bounds", "read_batches",
+    "tree_layout",
 ]
 
 #: Branches with fewer uncompressed bytes an entry than this are read for the whole chunk at once.
@@ -48,6 +54,24 @@ DEFAULT_BATCH_BYTES = 64 << 20
 
 #: Branches that identify an entry (the last one of a sub-batch becomes ``previous_entry``).
 _ID_BRANCHES = ("run", "luminosityBlock", "lumi", "event")
+
+
+class SubBatches:
+    """The iterator of a chunk's :class:`ChunkColumns` that :func:`read_batches` yields.
+
+    Attributes:
+        notices: what the column cache could not do for this chunk (read after the
+            ``with`` block: the cache's entries are committed when it ends).
+    """
+
+    def __init__(self, batches: Iterator[ChunkColumns], notices: list[str]) -> None:
+        self._batches, self.notices = batches, notices
+
+    def __iter__(self) -> Iterator[ChunkColumns]:
+        return self._batches
+
+    def __next__(self) -> ChunkColumns:
+        return next(self._batches)
 
 
 class ChunkColumns(Mapping):
@@ -177,6 +201,20 @@ def read_batches(
 
         key = ChunkKey(str(metadata["fileuuid"]), str(metadata.get("treename", "")), entry_start, entry_stop)
     tree: list[Any] = []
+    writers: dict[str, Any] = {}  # branch -> ColumnWriter of the columns the cache lacks
+    notices: list[str] = []
+
+    def cache_write(write: Callable[[], Any]) -> None:
+        """One write to the cache; on failure the chunk stops caching (see the module docstring)."""
+        try:
+            write()
+        except OSError as err:
+            for w in writers.values():
+                with contextlib.suppress(OSError):
+                    w.abort()
+            writers.clear()
+            notices.append(f"column cache {cache.root}: not written ({err.strerror or err}); "
+                           "chunks read from their files")
 
     def source() -> Any:
         if not tree:
@@ -189,7 +227,7 @@ def read_batches(
         # Without a cache only the planned branches are measured (a NanoAOD has ~1,500).
         layout = tree_layout(source(), None if key is not None else list(columns))
         if key is not None:
-            cache.save_layout(key.fileuuid, key.treename, layout)
+            cache_write(lambda: cache.save_layout(key.fileuuid, key.treename, layout))
     elif not layout.get("complete") and any(b not in layout["bytes_per_entry"] for b in columns):
         # A name the stored layout does not list (an alias uproot resolves, or a branch the
         # file lacks): ask the file.
@@ -211,7 +249,8 @@ def read_batches(
     else:
         ranges = [(entry_start, entry_stop)]
     cached = {b: cache.get(key, b) for b in names} if key is not None else {}
-    writers = {b: cache.writer(key, b) for b in names if cached.get(b) is None} if key is not None else {}
+    if key is not None and not notices:  # a write failed already: no more for this chunk
+        writers.update((b, cache.writer(key, b)) for b in names if cached.get(b) is None)
 
     def fetch(branches: list[str], lo: int, hi: int) -> dict[str, Any]:
         out = {b: cached[b].read(lo, hi) for b in branches if cached.get(b) is not None}
@@ -220,7 +259,7 @@ def read_batches(
             read = source().arrays(rest, entry_start=lo, entry_stop=hi, how=dict)
             for b in rest:
                 if b in writers:
-                    writers[b].append(read[b], lo, hi)
+                    cache_write(lambda b=b: writers[b].append(read[b], lo, hi))
             out.update(read)
         return out
 
@@ -235,7 +274,7 @@ def read_batches(
         row = source().arrays(ids, entry_start=entry_start - 1, entry_stop=entry_start, how=dict)
         found = {b: _scalar(row[b][0]) for b in ids}
         if key is not None:
-            cache.save_previous_ids(key, found)
+            cache_write(lambda: cache.save_previous_ids(key, found))
         return found
 
     complete: list[bool] = []
@@ -259,15 +298,23 @@ def read_batches(
             del arrays
         complete.append(True)
 
+    batch_iter = SubBatches(batches(), notices)
     try:
-        yield batches()
+        yield batch_iter
     except BaseException:
         for w in writers.values():
-            w.abort()
+            with contextlib.suppress(OSError):
+                w.abort()
         raise
     else:
         # Published only when the whole chunk was read: a cache entry always covers its range.
-        for w in writers.values():
-            w.commit() if complete else w.abort()
-        if writers:
-            cache.evict()
+        if not complete:
+            for w in writers.values():
+                with contextlib.suppress(OSError):
+                    w.abort()
+        elif writers:
+            for b in list(writers):
+                if b in writers:  # a failed commit drops the others
+                    cache_write(writers[b].commit)
+            if writers:  # every entry published
+                cache_write(cache.evict)

@@ -36,6 +36,7 @@ uncompressed 2.31 MB read in 0.40 ms, LZ4 1.99 MB in 1.17 ms, ZSTD 1.38 MB in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -243,24 +244,38 @@ class ColumnWriter:
         self._batches.append((int(start), int(stop)))
 
     def commit(self) -> None:
-        """Close the file, rename it into place, then write its checksum record."""
+        """Close the file, rename it into place, then write its checksum record.
+
+        On failure (a full disk...) nothing of the entry stays: neither the temporary file
+        nor a column without its record."""
         if self._writer is None:
             return
-        self._writer.close()
+        writer, self._writer = self._writer, None
         assert self._tmp is not None
-        record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(_map(self._tmp)), "batches": self._batches,
-                  "branch": self.branch}
-        self._atomic.__exit__(None, None, None)
-        write_text_atomic(self.cache.record_path(self.key, self.branch), json.dumps(record))
-        self._writer = None
+        try:
+            writer.close()
+            record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(_map(self._tmp)),
+                      "batches": self._batches, "branch": self.branch}
+            self._atomic.__exit__(None, None, None)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        column = self.cache.column_path(self.key, self.branch)
+        try:
+            write_text_atomic(self.cache.record_path(self.key, self.branch), json.dumps(record))
+        except BaseException:
+            column.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._atomic.__exit__(RuntimeError, None, None)
-                self._writer = None
+        """Drop the entry being written (its temporary file); never raises an I/O error."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):  # a writer whose disk filled may fail to close
+                writer.close()
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
 
 
 @dataclass

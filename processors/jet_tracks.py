@@ -644,13 +644,10 @@ class JetTrackProcessor(processor.ProcessorABC):
 def _stored_jet_tracks(counts: np.ndarray, cols: dict[str, np.ndarray]) -> ak.Array:
     """``[jet][track]`` records over flat track columns (the track fields in their usual
     order; ``dxy``, ``dxy_err``, ``dz`` NaN: stored per-jet formats have none)."""
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    nan = np.full(int(offsets[-1]), np.nan, dtype=np.float32)
+    nan = np.full(int(np.sum(counts)), np.nan, dtype=np.float32)
     fields = {f: cols[f] for f in ("pt", "eta", "phi", "charge") if f in cols}
     fields.update(dxy=nan, dxy_err=nan, dz=nan, dr=cols["dr"])
-    record = ak.contents.RecordArray([ak.contents.NumpyArray(v) for v in fields.values()], list(fields))
-    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
+    return readers.base.jagged_records(fields, counts)
 
 
 def _link_values(links, jets, n_sel_per_event, n_per_jet, index, trk_offsets) -> dict[str, np.ndarray]:

@@ -153,6 +153,7 @@ def arrow_to_awkward(array: Any) -> Any:
     """
     import awkward as ak
     import numpy as np
+    import pyarrow as pa
 
     form = _plain_form(array) if len(array) and array.null_count == 0 else None
     if form is None:
@@ -161,7 +162,7 @@ def arrow_to_awkward(array: Any) -> Any:
     storage = getattr(array, "storage", array)
     if offsets_dtype is None:
         return ak.Array(ak.contents.NumpyArray(_values(storage, dtype)))
-    width = np.int64 if storage.type.id == _LARGE_LIST_ID else np.int32
+    width = np.int64 if pa.types.is_large_list(storage.type) else np.int32
     offsets = np.frombuffer(storage.buffers()[1], dtype=width)[storage.offset : storage.offset + len(storage) + 1]
     child = storage.values
     content = _values(getattr(child, "storage", child), dtype)
@@ -177,7 +178,6 @@ def _values(array: Any, dtype: Any) -> Any:
     return np.frombuffer(array.buffers()[1], dtype=dtype)[array.offset : array.offset + len(array)]
 
 
-_LARGE_LIST_ID = None  # pyarrow's type id of large_list (set on first use: pyarrow loads lazily)
 _PLAIN_FORMS: dict[bytes, Any] = {}
 
 
@@ -185,12 +185,9 @@ def _plain_form(array: Any) -> tuple[Any, str | None] | None:
     """``(numpy dtype, None)`` for numbers, ``(dtype, "i32"|"i64")`` for a list of numbers
     (the offsets' type in ``ak.from_arrow``'s form), None for any other form; cached per
     Arrow type, extension metadata included."""
-    global _LARGE_LIST_ID
     import awkward as ak
     import pyarrow as pa
 
-    if _LARGE_LIST_ID is None:
-        _LARGE_LIST_ID = pa.large_list(pa.int8()).id
     key = pa.schema([pa.field("values", array.type)]).serialize().to_pybytes()
     if key not in _PLAIN_FORMS:
         form = ak.from_arrow(array.slice(0, 0)).layout.form

@@ -252,6 +252,11 @@ def test_cache_directory_rules(tmp_path):
     with pytest.raises(CacheError, match="not a jettracks column cache"):
         ColumnCache.existing(foreign)
     assert (foreign / "holiday.jpg").exists()
+    url = "root://host:1094//data/cache"
+    with pytest.raises(CacheError, match="a URL"):
+        ColumnCache(url)
+    with pytest.raises(CacheError, match="a URL"):
+        ColumnCache.existing(url)
     cache = ColumnCache(tmp_path / "new")
     assert (tmp_path / "new" / MARKER).exists()
     _write_entry(cache, ChunkKey("u", "T", 0, 3), "x", np.arange(3.0))

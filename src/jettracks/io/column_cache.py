@@ -76,6 +76,15 @@ class ChunkKey:
         return self.tree_dir(root) / f"{self.entrystart}-{self.entrystop}"
 
 
+def _local_root(root: str | os.PathLike) -> Path:
+    """The cache directory as an absolute path; a URL is refused (entries are memory-mapped,
+    and ``Path`` would make a local directory named after it)."""
+    if "://" in os.fspath(root):
+        raise CacheError(f"cache {os.fspath(root)}: a URL; the column cache is a directory every worker "
+                         "sees (local, or a shared file system)")
+    return Path(root).expanduser().absolute()
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
 
@@ -298,7 +307,7 @@ class ColumnCache:
     """
 
     def __init__(self, root: str | os.PathLike, *, max_bytes: int | None = None, compression: str | None = None) -> None:
-        self.root = Path(root).expanduser().absolute()
+        self.root = _local_root(root)
         self.max_bytes = max_bytes
         if compression not in (None, "lz4", "zstd"):
             raise CacheError(f"cache compression must be none, lz4 or zstd, got {compression!r}")
@@ -453,7 +462,7 @@ class ColumnCache:
     @classmethod
     def existing(cls, root: str | os.PathLike) -> ColumnCache:
         """Open a directory that must already be a cache (for ``info``/``clear``)."""
-        path = Path(root).expanduser().absolute()
+        path = _local_root(root)
         if not (path / MARKER).exists():
             raise CacheError(f"{path}: not a jettracks column cache (no {MARKER}); nothing done")
         return cls(path)

@@ -396,7 +396,6 @@ class ChunkReader:
         import uproot
         from coffea.nanoevents import BaseSchema, NanoEventsFactory
 
-        options = self._open_options()
         iteritems = {"filter_name": list(self.branches)} if self.branches is not None else {}
         # The dict form keeps a ':' in a path from being read as "file:object".
         with self.open_file(spec) as rootfile:

@@ -210,8 +210,7 @@ def read_batches(
             write()
         except OSError as err:
             for w in writers.values():
-                with contextlib.suppress(OSError):
-                    w.abort()
+                w.abort()  # never raises an I/O error
             writers.clear()
             notices.append(f"column cache {cache.root}: not written ({err.strerror or err}); "
                            "chunks read from their files")
@@ -303,15 +302,13 @@ def read_batches(
         yield batch_iter
     except BaseException:
         for w in writers.values():
-            with contextlib.suppress(OSError):
-                w.abort()
+            w.abort()
         raise
     else:
         # Published only when the whole chunk was read: a cache entry always covers its range.
         if not complete:
             for w in writers.values():
-                with contextlib.suppress(OSError):
-                    w.abort()
+                w.abort()
         elif writers:
             for b in list(writers):
                 if b in writers:  # a failed commit drops the others

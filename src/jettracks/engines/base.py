@@ -851,7 +851,12 @@ def gather(client: Any, futures: list[Any], specs: list[ChunkSpec],
     members = groups if groups is not None else [[i] for i in range(len(futures))]
     index = {f.key: i for i, f in enumerate(futures)}
     try:
-        completed = as_completed(futures, with_results=True, raise_errors=False)
+        # On the futures' own client loop: by default as_completed tracks them on the loop of
+        # distributed's *default* client (the newest), and with two clients in one process
+        # (a notebook, the tests) it then used this client's comms from another thread; a
+        # corrupted write (tornado's AssertionError) lost a result and the run hung.
+        completed = as_completed(futures, loop=getattr(client, "loop", None), with_results=True,
+                                 raise_errors=False)
         for batch in _batches(completed, client):  # every result already here: no round trip each
             for future, result in batch:
                 chunks = members[index[future.key]]

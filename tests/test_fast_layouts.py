@@ -15,7 +15,7 @@ import pytest
 import uproot
 
 from jettracks.io.column_cache import arrow_to_awkward
-from jettracks.readers.base import counts, flat, jagged_records
+from jettracks.readers.base import counts, flat, jagged_buffers, jagged_records
 from jettracks_testing.data import absent_reason, cms_data_dir
 
 CMS = cms_data_dir()
@@ -62,6 +62,8 @@ def test_flat_and_counts_equal_awkward_on_real_branches(real_branches):
             if sliced.ndim > 1:
                 n = counts(sliced)
                 assert n.dtype == np.int64 and np.array_equal(n, ak.to_numpy(ak.num(sliced, axis=1))), name
+                offsets, values = jagged_buffers(sliced)
+                assert offsets[0] == 0 and np.array_equal(np.diff(offsets), n) and np.array_equal(values, got, equal_nan=got.dtype.kind == "f"), name
         assert flat(arr, np.float64).dtype == np.float64
 
 

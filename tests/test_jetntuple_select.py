@@ -145,7 +145,7 @@ def test_zlib_baskets_inflated_by_isal_equal_zlib(tmp_path):
     import uproot
     from uproot import compression
 
-    from jettracks.readers.jetntuple import use_isal_zlib
+    from jettracks.readers.codecs import use_isal_zlib
 
     path = generate.generate_file(tmp_path / "z.root", format="jetntuple", n_events=120, seed=9)
     assert use_isal_zlib() and compression._decompress_ZLIB.library == "isal"

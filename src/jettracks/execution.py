@@ -24,6 +24,7 @@ metadata promises and the entries the processor read or skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -250,49 +251,42 @@ def _run_claimed(cfg: RunConfig, state, proc, *, client, progress: bool, skip_ba
         cluster.serial() if serial else cluster.connect(ex, client=client, processor_class=cfg.processor.class_),
         out_dir, console=console, transfer=cfg.output.transfer,
     )
-    try:
-        with cluster_ctx as handle:
-            if handle.dashboard_link:
-                console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
-            plan = datasets.prepare_datasets(cfg, proc, client=handle.client, console=console,
-                                             regenerate=regenerate, refresh=refresh)
-            times["prepared"] = time.perf_counter()
-            files = metadata.collect_metadata(
-                plan.fileset, client=handle.client, ex=ex, refresh=refresh, console=console,
-                deduplicated=plan.deduplicated,
-            )
-            times["metadata"] = time.perf_counter()
-            _check_cache(ex)
-            if cfg.output.ml:
-                # ML parts are scanned as chunks finish: finalize then only merges and writes.
-                from .io.mldata import PartScanner
+    with contextlib.ExitStack() as stack:  # the ML part scanner stops however the run ends
+        try:
+            with cluster_ctx as handle:
+                if handle.dashboard_link:
+                    console.print(f"[bold]Dask dashboard:[/bold] {handle.dashboard_link}")
+                plan = datasets.prepare_datasets(cfg, proc, client=handle.client, console=console,
+                                                 regenerate=regenerate, refresh=refresh)
+                times["prepared"] = time.perf_counter()
+                files = metadata.collect_metadata(
+                    plan.fileset, client=handle.client, ex=ex, refresh=refresh, console=console,
+                    deduplicated=plan.deduplicated,
+                )
+                times["metadata"] = time.perf_counter()
+                _check_cache(ex)
+                if cfg.output.ml:
+                    # ML parts are scanned as chunks finish: finalize then only merges and writes.
+                    from .io.mldata import PartScanner
 
-                scanner = PartScanner(out_dir / "ml")
-            result = run_engine(
-                ex.engine, plan.fileset, files.meta, proc, client=handle.client, ex=ex,
-                branches=plan.branches, checkpointer=checkpointer, progress=progress,
-                transfer_bytes=_transfer_bytes(cfg, handle.client),
-                on_output=_part_observer(scanner),
-            )
-            times["done"] = time.perf_counter()
-            backend = {"backend": "serial" if serial else handle.backend, **handle.description}
-    except cluster.ClusterError as err:
-        _close(scanner)
-        raise RunError(f"executor.backend {ex.backend}: {err}") from None
-    except KeyboardInterrupt:
-        _close(scanner)
-        raise RunError(
-            f"interrupted; finished chunks are checkpointed in {state.checkpoint_dir}: "
-            "rerun the same command to resume"
-        ) from None
-    except BaseException:
-        _close(scanner)
-        raise
-    try:
+                    scanner = stack.enter_context(PartScanner(out_dir / "ml"))
+                result = run_engine(
+                    ex.engine, plan.fileset, files.meta, proc, client=handle.client, ex=ex,
+                    branches=plan.branches, checkpointer=checkpointer, progress=progress,
+                    transfer_bytes=_transfer_bytes(cfg, handle.client),
+                    on_output=_part_observer(scanner),
+                )
+                times["done"] = time.perf_counter()
+                backend = {"backend": "serial" if serial else handle.backend, **handle.description}
+        except cluster.ClusterError as err:
+            raise RunError(f"executor.backend {ex.backend}: {err}") from None
+        except KeyboardInterrupt:
+            raise RunError(
+                f"interrupted; finished chunks are checkpointed in {state.checkpoint_dir}: "
+                "rerun the same command to resume"
+            ) from None
         return _finish(cfg, state, plan, files, result, backend, times, checkpointer, cluster_ctx, scanner,
                        skip_bad_files=skip_bad_files, console=console, provenance_of_run=provenance_of_run.result())
-    finally:
-        _close(scanner)
 
 
 def _part_observer(scanner: Any):
@@ -305,11 +299,6 @@ def _part_observer(scanner: Any):
             scanner.add(output["ml_parts"])
 
     return observe
-
-
-def _close(scanner: Any) -> None:
-    if scanner is not None:
-        scanner.close()
 
 
 def _finish(cfg, state, plan, files, result, backend, times, checkpointer, cluster_ctx, scanner, *,

@@ -901,8 +901,9 @@ def _batches(completed: Any, client: Any, poll_s: float = 0.1) -> Iterator[list[
         if status in _CLIENT_GONE:
             address = getattr(getattr(client, "scheduler", None), "address", "?")
             raise ClusterError(
-                f"the Dask client lost its scheduler {address} (client {status}) with {completed.count()} task(s) unfinished: finished chunks are"
-                " checkpointed; run the same command again once the scheduler is back to resume"
+                f"the Dask client lost its scheduler {address} (client {status}) with {completed.count()} task(s)"
+                " unfinished: finished chunks are checkpointed; run the same command again once the scheduler"
+                " is back to resume"
             )
         if condition is None:  # pragma: no cover - another distributed: poll
             time.sleep(min(poll_s, 0.05))

@@ -475,6 +475,11 @@ class ContentHash:
             self.total = (self.total + int(h.sum(dtype=np.uint64))) % (1 << 64)
         self.rows += table.num_rows
 
+    def merge(self, other: ContentHash) -> None:
+        """Add another hash's jets (the hash of the union of the two multisets)."""
+        self.total = (self.total + other.total) % (1 << 64)
+        self.rows += other.rows
+
     def __str__(self) -> str:
         return f"{self.rows}:{self.total:016x}"
 
@@ -666,8 +671,7 @@ def _scan(names: list[str], src: _Sources, scanned: Mapping[str, _PartScan | Non
         if not schema.equals(part.schema):
             raise ValueError(f"ML part {name} has other columns than the other parts of dataset {dataset!r}")
         plan.parts.setdefault(dataset, []).append(name)
-        plan.content.rows += part.content.rows
-        plan.content.total = (plan.content.total + part.content.total) % (1 << 64)
+        plan.content.merge(part.content)
         for col, acc in (("split", plan.rows_split), ("flavour", plan.rows_label), ("dataset", plan.rows_dataset)):
             for v, c in part.counts[col].items():
                 acc[v] = acc.get(v, 0) + c
@@ -735,6 +739,12 @@ class PartScanner:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.src = _Sources(self.ml_dir, {})
         self._futures.clear()
+
+    def __enter__(self) -> PartScanner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _mask(mask: np.ndarray) -> Any:
@@ -849,8 +859,9 @@ class _FileWriter:
         self.files.pop(0)
         self.written = 0
 
-    def shutdown(self) -> None:
-        """Stop the writer's thread (after :meth:`_close` or :meth:`abort`)."""
+    def finish(self) -> None:
+        """Wait for the writes under way (raising their error) and stop the writer's thread."""
+        self._wait()
         self._pool.shutdown(wait=True)
 
     def abort(self) -> None:
@@ -862,7 +873,7 @@ class _FileWriter:
             self._writer.close()
             self._atomic.__exit__(RuntimeError, None, None)  # removes the temporary file
             self._writer = self._atomic = None
-        self.shutdown()
+        self._pool.shutdown(wait=True)
 
 
 def _with_derived(table: Any, *, folds: int, reweighting: Any) -> Any:
@@ -1123,11 +1134,9 @@ def _write_files(ml_dir: Path, plan: _Plan, files: Mapping[str, dict[str, Any]],
                     files[writers[s].files[0][0]]["nbytes"] += rows.nbytes  # approximate across file edges
                     writers[s].add(rows)
             for w in writers.values():
-                w._wait()
+                w.finish()
             if any(w.files or w.buffered for w in writers.values()):
                 raise RuntimeError(f"ML finalize: dataset {dataset!r}: fewer rows read than planned")
-            for w in writers.values():
-                w.shutdown()
         except BaseException:
             for w in writers.values():
                 w.abort()

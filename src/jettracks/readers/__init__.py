@@ -28,7 +28,7 @@ from typing import Any
 
 from . import detect as _detect_module  # noqa: F401  (loaded first: see below)
 from .base import EventBatch, Reader, ReaderError
-from .codecs import active_codecs, use_fast_lzma, use_isal_zlib
+from .codecs import active_codecs, use_fast_codecs
 from .delphes import DelphesReader
 from .jetntuple import JetNtupleReader
 from .jettrack_events import JetTrackEventsReader
@@ -52,8 +52,7 @@ __all__ = [
 
 # uproot's decompressors, process-wide (every worker imports the readers): ZLIB by ISA-L,
 # LZMA by imagecodecs' liblzma 5.8; the same bytes, faster (see :mod:`.codecs`).
-use_isal_zlib()
-use_fast_lzma()
+use_fast_codecs()
 
 _REGISTRY: dict[str, type[Reader]] = {}
 

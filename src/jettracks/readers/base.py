@@ -251,6 +251,19 @@ def counts(array: Any) -> np.ndarray:
     return ak.to_numpy(ak.num(array, axis=1)).astype(np.int64, copy=False)
 
 
+def offsets_of(counts_per_item: np.ndarray) -> np.ndarray:
+    """int64 offsets ``[0, c0, c0+c1, ...]`` of these lengths."""
+    offsets = np.zeros(len(counts_per_item) + 1, dtype=np.int64)
+    np.cumsum(counts_per_item, out=offsets[1:])
+    return offsets
+
+
+def jagged_buffers(array: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets from 0, flat values)`` of a jagged numeric array (no copy of the values
+    where the layout is plain: :func:`flat`)."""
+    return offsets_of(counts(array)), flat(array)
+
+
 def jagged_records(fields: dict[str, np.ndarray], counts_per_event: np.ndarray) -> ak.Array:
     """Build a jagged [event][item] record array from flat columns + counts.
 
@@ -262,8 +275,7 @@ def jagged_records(fields: dict[str, np.ndarray], counts_per_event: np.ndarray) 
     n = np.asarray(counts_per_event, dtype=np.int64)
     if n.ndim != 1 or (len(n) and n.min() < 0):
         raise ValueError("counts must be a flat array of non-negative lengths")
-    offsets = np.zeros(len(n) + 1, dtype=np.int64)
-    np.cumsum(n, out=offsets[1:])
+    offsets = offsets_of(n)
     columns = list(fields.values())
     length = int(offsets[-1])
     if any(c.ndim != 1 or len(c) != length for c in columns):

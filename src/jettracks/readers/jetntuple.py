@@ -28,14 +28,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import awkward as ak
 import numba
 import numpy as np
 
-from .base import EventBatch, Reader, flat, jagged_records
-from .codecs import use_isal_zlib
+from .base import EventBatch, Reader, flat, jagged_buffers, jagged_records
 
-__all__ = ["JetNtupleReader", "StoredTracks", "charge_from_pdgid", "select_stored_tracks", "use_isal_zlib"]
+__all__ = ["JetNtupleReader", "StoredTracks", "charge_from_pdgid", "select_stored_tracks"]
 
 
 _CHARGED_LEPTONS = (11, 13)
@@ -153,21 +151,6 @@ def select_stored_tracks(offsets, pt, d_eta, d_phi, dr, pdgid, jet_eta, jet_phi,
     return int(n_charged), counts, fields
 
 
-def _jagged_buffers(array: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(offsets from 0, flat content)`` of a jagged numeric column, without copies where
-    the layout is already a list-offset array over numbers."""
-    arr = ak.materialize(array) if hasattr(ak, "materialize") else array
-    layout = ak.to_layout(arr)
-    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
-        offsets = np.asarray(layout.offsets.data, dtype=np.int64)
-        content = np.asarray(layout.content.data)[offsets[0] : offsets[-1]]
-        return (offsets - offsets[0]) if offsets[0] else offsets, content
-    n = ak.to_numpy(ak.num(arr, axis=1)).astype(np.int64)
-    offsets = np.zeros(len(n) + 1, dtype=np.int64)
-    np.cumsum(n, out=offsets[1:])
-    return offsets, ak.to_numpy(ak.flatten(arr, axis=None))
-
-
 @dataclass
 class StoredTracks:
     """A chunk's PF candidates as flat buffers: jet ``j`` (entry ``j``) owns
@@ -230,8 +213,8 @@ class JetNtupleReader(Reader):
                 jets[key] = flat(columns[branch], np.int32)
                 flav.append(key)
 
-        offsets, pt = _jagged_buffers(columns["PF_pT"])
-        raw = {b: _jagged_buffers(columns[b])[1] for b in ("PF_dR", "PF_id", "PF_dEta", "PF_dPhi") if b in fields}
+        offsets, pt = jagged_buffers(columns["PF_pT"])
+        raw = {b: flat(columns[b]) for b in ("PF_dR", "PF_id", "PF_dEta", "PF_dPhi") if b in fields}
         for b, values in raw.items():
             if len(values) != len(pt):
                 raise ValueError(f"{b} holds {len(values)} candidates, PF_pT {len(pt)}: the PF_* branches disagree")

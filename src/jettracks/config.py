@@ -35,6 +35,7 @@ __all__ = [
     "ProcessorConfig",
     "RunConfig",
     "apply_overrides",
+    "dump_yaml",
     "load_config",
     "parse_config",
     "validation_error_line",
@@ -521,6 +522,12 @@ def apply_overrides(
     if not out.output.dir.strip():
         raise ConfigError("output.dir: empty path; give the run's output directory")
     return out
+
+
+def dump_yaml(data: Any, **options: Any) -> str:
+    """``yaml.safe_dump(data, **options)`` with libyaml's dumper where PyYAML has it
+    (the same text, ~10x faster: the ML cards and the report page dump YAML on every run)."""
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **options)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

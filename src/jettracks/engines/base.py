@@ -359,7 +359,6 @@ class ChunkReader:
         A context manager yielding an iterator of :class:`~jettracks.engines.reading.ChunkColumns`;
         an RNTuple, which has no baskets to align on, comes as one NanoEvents batch.
         """
-        import uproot
 
         cache = self.column_cache()
         with contextlib.ExitStack() as stack:
@@ -393,7 +392,6 @@ class ChunkReader:
 
     @contextlib.contextmanager
     def __call__(self, spec: ChunkSpec) -> Iterator[Any]:
-        import uproot
         from coffea.nanoevents import BaseSchema, NanoEventsFactory
 
         iteritems = {"filter_name": list(self.branches)} if self.branches is not None else {}

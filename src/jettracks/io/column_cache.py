@@ -266,11 +266,10 @@ class ColumnWriter:
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
-        column = self.cache.column_path(self.key, self.branch)
         try:
             write_text_atomic(self.cache.record_path(self.key, self.branch), json.dumps(record))
         except BaseException:
-            column.unlink(missing_ok=True)
+            self._atomic.path.unlink(missing_ok=True)  # the column, now without its record
             raise
 
     def abort(self) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -110,8 +109,7 @@ def _chunk_histogram(seconds: list[float]) -> str | None:
 
 def render_report_html(summary: Any) -> str:
     """The page's HTML for a :class:`~jettracks.summary.RunSummary`."""
-    import yaml
-
+    from ..config import dump_yaml
     from ..summary import human_bytes
 
     rep = summary.report
@@ -125,7 +123,7 @@ def render_report_html(summary: Any) -> str:
     steps: list[str] = []
     for flow in rep.cutflow.values():
         steps += [s for s in flow if s not in steps]
-    config_text = yaml.dump(rep.config, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, default_flow_style=False) if rep.config else ""
+    config_text = dump_yaml(rep.config, sort_keys=False, default_flow_style=False) if rep.config else ""
     return _environment().get_template("report.html.j2").render(
         s=summary,
         rep=rep,

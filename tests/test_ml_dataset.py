@@ -153,6 +153,63 @@ def test_refinalize_and_subsets_never_double_rows(dataset, tmp_path):
     assert (work / "notes.txt").read_text() == "mine\n"  # never delete what jettracks did not write
 
 
+def _regroup_with_write_part(ml_dir, names):
+    """Each part rewritten by the workers' writer (:func:`mldata.write_part`): rows grouped by split."""
+    import awkward as ak
+
+    for n in names:
+        t = pq.read_table(ml_dir / n)
+        cols = {c: ak.from_arrow(t.column(c)) if pa.types.is_nested(t.schema.field(c).type)
+                else t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+        mldata.write_part(ml_dir, n, cols)
+
+
+def test_parts_grouped_by_split_finalize_to_the_same_files(tmp_path):
+    import shutil
+
+    interleaved = tmp_path / "a" / "ml"
+    names = _make_parts(interleaved, n_parts=4, jets_per_part=300, seed=8)
+    grouped = tmp_path / "b" / "ml"
+    shutil.copytree(interleaved, grouped)
+    _regroup_with_write_part(grouped, names)
+    split_order = {s: i for i, s in enumerate(mldata.SPLITS)}
+    for n in names:  # grouped in SPLITS order; within a split, the rows keep their order
+        before = pq.read_table(interleaved / n).to_pandas()
+        after = pq.read_table(grouped / n).to_pandas()
+        codes = after["split"].map(split_order).to_numpy()
+        assert (np.diff(codes) >= 0).all() and len(set(codes)) > 1
+        for s in mldata.SPLITS:
+            assert after.loc[after.split == s, "jet_pt"].tolist() == before.loc[before.split == s, "jet_pt"].tolist()
+        assert pq.read_metadata(grouped / n).row_group(0).column(0).statistics is None  # parts: none
+    m_a, m_b = _finalize(interleaved, names), _finalize(grouped, names)
+    assert m_a["part_files"] == m_b["part_files"] and m_a["content_hash"] == m_b["content_hash"]
+    for f in m_a["part_files"]:  # the same rows in the same order, value for value
+        a, b = pd.read_parquet(interleaved / f), pd.read_parquet(grouped / f)
+        assert a.shape == b.shape
+        for col in a.columns:
+            if col.startswith("track_"):
+                assert [list(x) for x in a[col]] == [list(x) for x in b[col]], col
+            else:
+                assert a[col].equals(b[col]), col
+    # finalized files keep min/max only where a filter can use them: per-jet columns
+    meta = pq.read_metadata(grouped / m_b["files_per_split"]["train"][0]).row_group(0)
+    stats = {meta.column(i).path_in_schema.split(".")[0]: meta.column(i).statistics for i in range(meta.num_columns)}
+    assert stats["jet_pt"] is not None and stats["jet_pt"].has_min_max
+    assert stats["track_pt"] is None
+
+
+def test_a_part_with_an_unknown_split_is_refused_by_name(tmp_path):
+    ml_dir = tmp_path / "ml"
+    names = _make_parts(ml_dir, n_parts=2, jets_per_part=50, seed=9)
+    t = pq.read_table(ml_dir / names[1])
+    split = t.column("split").to_pylist()
+    split[3] = "holdout"
+    pq.write_table(t.set_column(t.column_names.index("split"), "split", pa.array(split)), ml_dir / names[1])
+    with pytest.raises(ValueError, match="unknown split value 'holdout'"):
+        _finalize(ml_dir, names)
+    assert all((ml_dir / n).exists() for n in names) and not (ml_dir / "manifest.json").exists()
+
+
 def test_subset_holds_exactly_those_parts_rows(tmp_path):
     ml_dir = tmp_path / "ml"
     names = _make_parts(ml_dir, n_parts=4, jets_per_part=300, seed=5)
@@ -367,7 +424,9 @@ def test_hugging_face_datasets_loads_the_splits_offline(dataset, tmp_path):
 
 def _weaver_finalize_inputs():
     """weaver's own ``_finalize_inputs`` (weaver/utils/dataset.py imports torch only for its
-    Dataset class, which is not used here: a stand-in module satisfies that import)."""
+    Dataset class, which is not used here: a stand-in module satisfies that import, and is
+    taken out of ``sys.modules`` again at once: other libraries (scipy) probe for torch there)."""
+    stand_in: dict[str, types.ModuleType] = {}
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -375,9 +434,14 @@ def _weaver_finalize_inputs():
         torch.utils = types.ModuleType("torch.utils")
         torch.utils.data = types.ModuleType("torch.utils.data")
         torch.utils.data.IterableDataset = object
-        sys.modules.update({"torch": torch, "torch.utils": torch.utils, "torch.utils.data": torch.utils.data})
-    from weaver.utils.dataset import _finalize_inputs
-
+        stand_in = {"torch": torch, "torch.utils": torch.utils, "torch.utils.data": torch.utils.data}
+        sys.modules.update(stand_in)
+    try:
+        from weaver.utils.dataset import _finalize_inputs
+    finally:
+        for name, module in stand_in.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
     return _finalize_inputs
 
 

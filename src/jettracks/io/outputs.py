@@ -262,11 +262,18 @@ def write_outputs(
 
         # Simulation with xsec: the *_weighted histograms scaled to xsec · lumi / Σ genWeight.
         report["normalisation"] = normalise(hists, output.get("genweights", {}), cfg.datasets, lumi)
-    # The histogram files after the ML dataset, not beside it on a thread: writing them is
-    # pure Python (uproot), and while it holds the GIL each of finalize's short Arrow calls
-    # waits out a switch interval (measured: the tail of a cached rerun 0.233 -> 0.222 s).
-    _write_other_outputs(cfg, out_dir, report, output, ml_parts, console, scanner)
-    if hists:
+    # The histogram files are written while the ML finalize's writer threads encode its
+    # files (``meanwhile``): not on a thread beside finalize, as uproot's writing is pure
+    # Python, and while it held the GIL each of finalize's short Arrow calls waited out a
+    # switch interval; by then finalize's own thread only waits.
+    written: list[Path] = []
+
+    def write_hists() -> None:
+        written.extend(save_hists(out_dir, hists, cutflow))
+
+    _write_other_outputs(cfg, out_dir, report, output, ml_parts, console, scanner,
+                         meanwhile=write_hists if hists else None)
+    if hists and not written:  # no ML dataset to finalize
         save_hists(out_dir, hists, cutflow)
     if cfg.output.plots and hists:
         is_mc = all(ds.metadata.get("is_mc", True) for ds in cfg.datasets.values())
@@ -287,8 +294,9 @@ def write_outputs(
 
 
 def _write_other_outputs(cfg: Any, out_dir: Path, report: Any, output: Mapping[str, Any], ml_parts: list,
-                         console: Any, scanner: Any = None) -> None:
-    """Per-lumisection tables and the finalized ML dataset (:func:`write_outputs`)."""
+                         console: Any, scanner: Any = None, meanwhile: Any = None) -> None:
+    """Per-lumisection tables and the finalized ML dataset (:func:`write_outputs`); ``meanwhile``
+    goes to :func:`~jettracks.io.mldata.finalize` (not called when there is nothing to finalize)."""
     from ..report import MLDatasetSummary
 
     if output.get("lumisections"):
@@ -315,6 +323,7 @@ def _write_other_outputs(cfg: Any, out_dir: Path, report: Any, output: Mapping[s
             versions=report["provenance"]["versions"],
             hdf5=cfg.output.ml_dataset.hdf5,
             scanner=scanner,
+            meanwhile=meanwhile,
         )
         if manifest["removed_stale"] and console is not None:
             console.print(

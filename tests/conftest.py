@@ -83,3 +83,20 @@ def small_tmpfs(tmp_path):
     finally:
         for mnt in mounted:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def file_opens(monkeypatch):
+    """Counts the chunk reader's opens of ROOT files in this process (the column cache's
+    whole point is to avoid them; chunks must run here: serial backend or engine calls)."""
+    from jettracks.engines.base import ChunkReader
+
+    calls: list[int] = []
+    original = ChunkReader._open_options
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(ChunkReader, "_open_options", counting)
+    return calls

@@ -59,7 +59,7 @@ def _with(path, value):
         (("datasets",), KeyError, "datasets"),
         (("datasets",), {}, "datasets"),
         (("output", "dir"), ["a", "b"], "output.dir"),
-        (("executor", "cache"), "root://host:1094//data/cache", "executor.cache"),
+        (("executor", "cache"), "s3://bucket/cache", "executor.cache"),
     ],
 )
 def test_bad_key_named_in_one_line(path, value, key):

@@ -7,7 +7,10 @@ in its own network and mount namespace (fixture ``namespaced_hosts``, root only)
   (ML parts through Dask, checkpoints written by the client), equal to the serial run:
   histograms, ML rows, accounting; a rerun resumes from those checkpoints;
 - a worker's link cut mid-run (``ip link set ... down``): the run finishes on the other
-  worker with exact accounting and the same result.
+  worker with exact accounting and the same result;
+- ``executor.cache`` as a ``root://`` URL on the XRootD host: the workers fill it, and a rerun
+  with another cut takes its columns from it (a damaged entry is seen and stored again),
+  equal to the serial run without a cache.
 """
 
 from __future__ import annotations
@@ -227,3 +230,39 @@ def test_scheduler_killed_mid_run_then_the_same_command_resumes_from_the_url(nam
     assert again.returncode == 0, again.stderr[-3000:]
     report = _assert_equal_runs(local, serial)
     assert report["chunks"] == total and done <= report["chunks_from_checkpoint"] < total
+
+
+def test_root_url_cache_serves_workers_without_a_shared_disk(namespaced_hosts, inputs, tmp_path):
+    """``executor.cache`` on the XRootD host: the workers fill it in one run and the next run
+    with another cut takes every column from it, equal to the serial run without a cache."""
+    from jettracks.execution import run_config
+    from jettracks.io.column_cache import MARKER
+
+    hosts = namespaced_hosts
+    _all_workers(hosts)
+    cache_url, cache_dir = _url_dir(hosts)
+    first_url, _ = _url_dir(hosts)
+    cfg = _cfg(inputs, first_url)
+    cfg["executor"]["cache"] = cache_url
+    res = _runner(_write_cfg(tmp_path / "first.yaml", cfg), hosts.scheduler_address)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (cache_dir / MARKER).is_file()
+    stored = {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.arrow")}
+    assert stored and not [p for p in cache_dir.rglob("*") if ".tmp-" in p.name]
+    victim = sorted(stored)[0]  # damaged: the rerun must see it (checksum) and store it again
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 2] + bytes([good[len(good) // 2] ^ 0xFF]) + good[len(good) // 2 + 1:])
+    stored[victim] = victim.stat().st_mtime_ns
+    rerun_url, rerun_local = _url_dir(hosts)
+    cfg = _cfg(inputs, rerun_url, options={"cone_dr": 0.3})
+    cfg["executor"]["cache"] = cache_url
+    res = _runner(_write_cfg(tmp_path / "rerun.yaml", cfg), hosts.scheduler_address)
+    assert res.returncode == 0, res.stderr[-3000:]
+    want = run_config(_cfg(inputs, tmp_path / "plain", options={"cone_dr": 0.3}), progress=False)
+    report = _assert_equal_runs(rerun_local, want)
+    assert len({c["worker"] for c in report["timing"]["chunks"]}) == 2
+    # A chunk missing a column reads it from its file and stores it: only the damaged entry
+    # stored again (as it was) means every other column of the rerun came from the cache.
+    after = {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.arrow")}
+    assert victim.read_bytes() == good and after.pop(victim) != stored.pop(victim)
+    assert after == stored

@@ -175,10 +175,11 @@ class ExecutorConfig(_Strict):
             events) a rerun from the column cache spent half its time there; measured on
             3,000 realistic PFNano events (serial), 16 -> 64 MiB: first run -7% CPU, cached
             rerun -45%, peak memory 410 -> 510 MB (about 2x the sub-batch's bytes).
-        cache: a column cache directory (:mod:`jettracks.io.column_cache`), a path every
-            worker sees (not a URL: entries are memory-mapped), or None (default): the
-            columns a run reads are stored there and reruns read them instead of
-            decompressing the ROOT files again.
+        cache: a column cache directory (:mod:`jettracks.io.column_cache`) every worker
+            sees: a path (local, a shared file system) or a ``root://`` URL (workers on
+            hosts without a shared file system), or None (default): the columns a run
+            reads are stored there and reruns read them instead of decompressing the ROOT
+            files again.
         cache_max_gb: the cache's size bound (GB, 1e9 bytes); least recently used entries
             go first. Default 20.
         cache_compression: Arrow IPC compression of cache entries: ``none`` (default,
@@ -207,9 +208,12 @@ class ExecutorConfig(_Strict):
         if value is not None and not value.strip():
             raise ValueError("empty path; give a directory or leave the key out")
         if value is not None and "://" in value:
-            # Entries are memory-mapped: a URL would become a local directory named after it.
-            raise ValueError(f"{value!r} is a URL; the column cache memory-maps its files: give a "
-                             "directory every worker sees (local, or a shared file system)")
+            from .io.xrootd import is_xrootd
+
+            if not is_xrootd(value.strip()):
+                # Path() would make a local directory named after the URL.
+                raise ValueError(f"{value!r}: a URL of a scheme the cache cannot use; give a directory "
+                                 "every worker sees (local, a shared file system) or a root:// URL")
         return value
 
     @field_validator("memory_limit")

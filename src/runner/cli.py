@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "holds, 'clear' removes every entry jettracks wrote (only in a directory marked as a cache).",
     )
     cache.add_argument("action", choices=("info", "clear"))
-    cache.add_argument("dir", metavar="DIR", help="the cache directory")
+    cache.add_argument("dir", metavar="DIR", help="the cache directory (a path or a root:// URL)")
     rep = sub.add_parser(
         "report", help="rebuild report.html of a run directory",
         description="Rebuild OUTDIR/report.html from the run's report.json, plots and ML manifest.",

@@ -139,7 +139,7 @@ def reading_options(ex: Any) -> dict[str, Any]:
     batch_mb = getattr(ex, "batch_mb", None)
     return {
         "batch_bytes": int(float(batch_mb) * (1 << 20)) if batch_mb is not None else DEFAULT_BATCH_BYTES,
-        "cache_dir": os.path.abspath(os.path.expanduser(cache)) if cache else None,
+        "cache_dir": (cache if "://" in cache else os.path.abspath(os.path.expanduser(cache))) if cache else None,
         "cache_max_bytes": int(float(getattr(ex, "cache_max_gb", 20.0)) * 1e9),
         "cache_compression": None if compression in (None, "none") else compression,
     }

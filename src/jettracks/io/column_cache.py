@@ -6,7 +6,12 @@ every column they read, and later runs read it back instead of the ROOT file
 (only branches the cache lacks come from the file; a fully cached chunk does not
 open the file at all).
 
-Layout of ``DIR`` (one directory the workers all see)::
+``DIR`` is a directory every worker sees: local, on a shared file system, or on an
+XRootD server (a ``root://`` URL, for workers on hosts without a shared file system; a
+remote entry is downloaded whole instead of memory-mapped, and the server cannot set a
+file's mtime, so a remote cache evicts in the order entries were written).
+
+Layout of ``DIR``::
 
     .jettracks-cache                       marker: jettracks clears only directories with it
     <uuid>/<tree>/layout.json              entries, bytes per entry and basket boundaries
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path, write_text_atomic
+from .outfs import OutPath, RemotePath, out_path
 
 __all__ = ["MARKER", "CacheError", "CacheInfo", "CachedColumn", "ChunkKey", "ColumnCache", "ColumnWriter"]
 
@@ -68,21 +74,26 @@ class ChunkKey:
     entrystart: int
     entrystop: int
 
-    def tree_dir(self, root: Path) -> Path:
+    def tree_dir(self, root: OutPath) -> OutPath:
         tree = hashlib.sha1(self.treename.encode()).hexdigest()[:12]
         return root / _safe(self.fileuuid) / tree
 
-    def chunk_dir(self, root: Path) -> Path:
+    def chunk_dir(self, root: OutPath) -> OutPath:
         return self.tree_dir(root) / f"{self.entrystart}-{self.entrystop}"
 
 
-def _local_root(root: str | os.PathLike) -> Path:
-    """The cache directory as an absolute path; a URL is refused (entries are memory-mapped,
-    and ``Path`` would make a local directory named after it)."""
-    if "://" in os.fspath(root):
-        raise CacheError(f"cache {os.fspath(root)}: a URL; the column cache is a directory every worker "
-                         "sees (local, or a shared file system)")
-    return Path(root).expanduser().absolute()
+def _cache_root(root: str | os.PathLike | RemotePath) -> OutPath:
+    """The cache directory: an absolute local path, or a :class:`RemotePath` for a ``root://``
+    URL; another URL is refused (``Path`` would make a local directory named after it)."""
+    if isinstance(root, RemotePath):
+        return root
+    text = os.fspath(root)
+    if "://" in text:
+        try:
+            return out_path(text)
+        except ValueError:
+            raise CacheError(f"cache {text}: only a directory or a root:// URL can hold a column cache") from None
+    return Path(text).expanduser().absolute()
 
 
 def _safe(text: str) -> str:
@@ -102,12 +113,28 @@ def _checksum(data: Any) -> int:
     return xxhash.xxh3_64_intdigest(data)
 
 
-def _map(path: Path) -> Any:
-    """The file's bytes as a zero-copy Arrow buffer over a memory map."""
+def _map(path: OutPath) -> Any:
+    """The file's bytes as a zero-copy Arrow buffer over a read-only memory map (a remote
+    file: its bytes, downloaded).
+
+    Mapped with ``MAP_POPULATE`` where the platform has it: every entry is checksummed whole
+    right after, and the kernel fills the page table in one pass instead of one fault per
+    page (measured on cached columns: 8.6 against 7.0 GB/s, map and checksum together).
+    """
+    import mmap
+
     import pyarrow as pa
 
-    with pa.memory_map(str(path)) as mapped:
-        return mapped.read_buffer()
+    if isinstance(path, RemotePath):
+        return pa.py_buffer(path.read_bytes())
+    if not hasattr(mmap, "MAP_POPULATE"):  # not Linux
+        with pa.memory_map(str(path)) as mapped:
+            return mapped.read_buffer()
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:  # mmap refuses an empty file (its checksum fails)
+            return pa.py_buffer(b"")
+        mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+    return pa.py_buffer(mapped)  # the buffer keeps the map alive for as long as arrays use it
 
 
 @dataclass
@@ -120,7 +147,7 @@ class CachedColumn:
         data: the file's bytes (a memory map, validated against the checksum record).
     """
 
-    path: Path
+    path: OutPath
     batches: list[tuple[int, int]]
     data: Any = None
     _reader: Any = field(default=None, init=False, repr=False)
@@ -262,7 +289,11 @@ class ColumnWriter:
             writer.close()
             record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(_map(self._tmp)),
                       "batches": self._batches, "branch": self.branch}
-            self._atomic.__exit__(None, None, None)
+        except BaseException:
+            self._drop_temporary()
+            raise
+        try:
+            self._atomic.__exit__(None, None, None)  # renamed (or uploaded and renamed) into place
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
@@ -279,8 +310,12 @@ class ColumnWriter:
             with contextlib.suppress(Exception):  # a writer whose disk filled may fail to close
                 writer.close()
         if self._tmp is not None:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink(missing_ok=True)
+            self._drop_temporary()
+
+    def _drop_temporary(self) -> None:
+        """Remove the temporary file (and, for a ``root://`` cache, its local directory)."""
+        with contextlib.suppress(OSError):
+            self._atomic.__exit__(RuntimeError, None, None)
 
 
 @dataclass
@@ -299,14 +334,15 @@ class ColumnCache:
     """A column cache directory (see the module docstring).
 
     Args:
-        root: the cache directory; created (with its marker) when absent. An existing
-            non-empty directory without the marker is refused: it is not a cache.
+        root: the cache directory (a path, or a ``root://`` URL); created (with its marker)
+            when absent. An existing non-empty directory without the marker is refused: it
+            is not a cache.
         max_bytes: size bound (bytes); ``None``: unbounded.
         compression: Arrow IPC buffer compression, ``None`` (default), ``"lz4"`` or ``"zstd"``.
     """
 
-    def __init__(self, root: str | os.PathLike, *, max_bytes: int | None = None, compression: str | None = None) -> None:
-        self.root = _local_root(root)
+    def __init__(self, root: str | os.PathLike | RemotePath, *, max_bytes: int | None = None, compression: str | None = None) -> None:
+        self.root = _cache_root(root)
         self.max_bytes = max_bytes
         if compression not in (None, "lz4", "zstd"):
             raise CacheError(f"cache compression must be none, lz4 or zstd, got {compression!r}")
@@ -335,13 +371,13 @@ class ColumnCache:
                 raise CacheError(f"cache {self.root}: cannot create it ({err.strerror or err})") from None
 
     # -- paths --------------------------------------------------------------------
-    def column_path(self, key: ChunkKey, branch: str) -> Path:
+    def column_path(self, key: ChunkKey, branch: str) -> OutPath:
         return key.chunk_dir(self.root) / f"{_branch_file(branch)}.arrow"
 
-    def record_path(self, key: ChunkKey, branch: str) -> Path:
+    def record_path(self, key: ChunkKey, branch: str) -> OutPath:
         return key.chunk_dir(self.root) / f"{_branch_file(branch)}.json"
 
-    def layout_path(self, fileuuid: str, treename: str) -> Path:
+    def layout_path(self, fileuuid: str, treename: str) -> OutPath:
         return ChunkKey(fileuuid, treename, 0, 0).tree_dir(self.root) / "layout.json"
 
     # -- tree layout ------------------------------------------------------------------
@@ -373,7 +409,13 @@ class ColumnCache:
             record = json.loads(record_path.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except OSError:
+            # XRootD reports a missing file as a failed open: a miss, not damage.
+            if isinstance(record_path, RemotePath) and not record_path.exists():
+                return None
+            self._discard(record_path, column_path)
+            return None
+        except ValueError:
             self._discard(record_path, column_path)
             return None
         data = None
@@ -387,17 +429,18 @@ class ColumnCache:
         if not ok:
             self._discard(record_path, column_path)
             return None
-        try:
-            os.utime(record_path)  # least recently used = oldest record mtime
-        except OSError:
-            pass
+        if not isinstance(record_path, RemotePath):  # XRootD cannot set an mtime
+            try:
+                os.utime(record_path)  # least recently used = oldest record mtime
+            except OSError:
+                pass
         return CachedColumn(column_path, [(int(a), int(b)) for a, b in record["batches"]], data)
 
     def writer(self, key: ChunkKey, branch: str) -> ColumnWriter:
         return ColumnWriter(self, key, branch)
 
     @staticmethod
-    def _discard(*paths: Path) -> None:
+    def _discard(*paths: OutPath) -> None:
         for p in paths:
             try:
                 p.unlink()
@@ -405,10 +448,16 @@ class ColumnCache:
                 pass
 
     # -- size bound --------------------------------------------------------------------
-    def _entries(self) -> list[tuple[float, int, Path, Path]]:
+    def _records(self) -> list[OutPath]:
+        """The checksum records, ``<uuid>/<tree>/<start>-<stop>/<branch>.json``."""
+        if isinstance(self.root, RemotePath):  # its glob is one level deep
+            return [p for p in self.root.rglob("*.json") if len(p.relative_to(self.root).parts) == 4]
+        return list(self.root.glob("*/*/*/*.json"))
+
+    def _entries(self) -> list[tuple[float, int, OutPath, OutPath]]:
         out = []
-        for record in self.root.glob("*/*/*/*.json"):
-            column = record.with_suffix(".arrow")
+        for record in self._records():
+            column = record.with_name(record.stem + ".arrow")
             try:
                 out.append((record.stat().st_mtime, column.stat().st_size + record.stat().st_size, record, column))
             except OSError:
@@ -449,19 +498,21 @@ class ColumnCache:
 
     def clear(self) -> int:
         """Remove every entry jettracks wrote (the marker stays); the number of columns removed."""
-        removed = 0
+        removed = len(self._records())
         for child in self.root.iterdir():
             if child.name == MARKER:
                 continue
             if child.is_dir() and not child.is_symlink():
-                removed += sum(1 for _ in child.glob("*/*/*.json"))
-                shutil.rmtree(child)
+                if isinstance(child, RemotePath):
+                    child.fs.rm(child.path, recursive=True)
+                else:
+                    shutil.rmtree(child)
         return removed
 
     @classmethod
-    def existing(cls, root: str | os.PathLike) -> ColumnCache:
+    def existing(cls, root: str | os.PathLike | RemotePath) -> ColumnCache:
         """Open a directory that must already be a cache (for ``info``/``clear``)."""
-        path = _local_root(root)
+        path = _cache_root(root)
         if not (path / MARKER).exists():
             raise CacheError(f"{path}: not a jettracks column cache (no {MARKER}); nothing done")
         return cls(path)

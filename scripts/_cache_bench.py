@@ -11,13 +11,18 @@ all outputs but plots (histograms, ML parts + finalize, checkpoints, report):
 3. ``rerun_cached``: ``cone_dr`` 0.5 -> 0.4 (another cut), reading the cache;
 4. ``rerun_uncached``: the same cut without the cache (its cut flow must equal 3's).
 
+5. ``url_first`` / ``url_rerun``: 2. and 3. once more with the cache on a local XRootD server
+   (``executor.cache: root://...``: entries uploaded, then downloaded whole), once each.
+
 Repeated ``--repeats`` times (fresh cache each time), best of each. Keys:
 ``cache_rerun_ratio = rerun_cached_s / first_run_with_cache_s`` (target <= 0.1),
 ``cache_rerun_vs_uncached_ratio`` (rerun / first run without cache),
 ``cache_overhead = first_run_with_cache_s / first_run_without_cache_s`` (target <= 1.15),
 wall seconds and CPU seconds (client + workers) of each, the cache's bytes per event against
 the source file's compressed bytes per event of the branches read, and the check that the
-rerun's cut flow equals an uncached run with the same cut (the section aborts otherwise).
+rerun's cut flow equals an uncached run with the same cut (the section aborts otherwise);
+``cache_url_first_run_s``, ``cache_url_rerun_s`` and ``cache_url_rerun_ratio`` (their ratio)
+for the ``root://`` cache (XRootD on this host: no network, the protocol's cost only).
 """
 
 from __future__ import annotations
@@ -48,14 +53,14 @@ def section_cache(args: argparse.Namespace) -> dict:
             files = [str(p) for p in bp._dataset("e2e", spec, client)]
             pids = [os.getpid(), *bp._pids(client)]
 
-            def cfg(cone_dr: float, cache: Path | None) -> dict:
+            def cfg(cone_dr: float, cache: Path | str | None) -> dict:
                 c = bp._cfg(files, processor=bp.PROCESSOR, chunksize=spec["chunksize"])
                 c["processor"]["options"] = {"cone_dr": cone_dr}
                 if cache is not None:
                     c["executor"]["cache"] = str(cache)
                 return c
 
-            def run(name: str, cone_dr: float, cache: Path | None) -> dict[str, Any]:
+            def run(name: str, cone_dr: float, cache: Path | str | None) -> dict[str, Any]:
                 c0 = _cpu(pids)
                 dt, result = bp._run(cfg(cone_dr, cache), client)
                 cpu = _cpu(pids) - c0
@@ -73,10 +78,18 @@ def section_cache(args: argparse.Namespace) -> dict:
                 runs["rerun"].append(run("rerun", CONE_DR_RERUN, cache_dir))
                 runs["check"].append(run("check", CONE_DR_RERUN, None))
             load.append(os.getloadavg()[0])
-        for r in runs["rerun"]:
+            with bp._xrootd() as server:
+                rel = f"cache-url-{os.getpid()}"
+                url = server.writable_dir(rel) + "/cache"
+                try:
+                    runs["url_first"] = [run("url first", CONE_DR_FIRST, url)]
+                    runs["url_rerun"] = [run("url rerun", CONE_DR_RERUN, url)]
+                finally:
+                    shutil.rmtree(server.root_dir / rel, ignore_errors=True)
+        for r in [*runs["rerun"], *runs["url_rerun"]]:
             if r["cutflow"] != runs["check"][0]["cutflow"]:
                 raise RuntimeError(f"cache changed the result: {r['cutflow']} != {runs['check'][0]['cutflow']}")
-        for r in runs["first"]:
+        for r in [*runs["first"], *runs["url_first"]]:
             if r["cutflow"] != runs["plain"][0]["cutflow"]:
                 raise RuntimeError(f"cache changed the result: {r['cutflow']} != {runs['plain'][0]['cutflow']}")
         best = {k: min(v, key=lambda r: r["wall_s"]) for k, v in runs.items()}
@@ -116,6 +129,9 @@ def section_cache(args: argparse.Namespace) -> dict:
             "cache_bytes_per_event": round(total_cached / max(n_events, 1), 1),
             "cache_source_bytes_per_event": round(src_bytes / max(n_events, 1), 1),
             "cache_size_ratio": round(total_cached / max(src_bytes, 1), 3),
+            "cache_url_first_run_s": round(best["url_first"]["wall_s"], 3),
+            "cache_url_rerun_s": round(best["url_rerun"]["wall_s"], 3),
+            "cache_url_rerun_ratio": round(best["url_rerun"]["wall_s"] / best["url_first"]["wall_s"], 3),
             "cache_load_average_1min": [round(x, 2) for x in load],
         }
     finally:

@@ -9,7 +9,8 @@ the column cache of workers that share no file system.
 - ``python -m runner cache info|clear URL`` work on it; a foreign directory at a URL is
   refused in one line and its file kept;
 - the size bound evicts the entries written first (XRootD cannot set an mtime);
-- a URL of another scheme is refused, naming ``executor.cache``.
+- a URL of another scheme is refused, naming ``executor.cache``;
+- a cache server that is down stops the run in one line naming ``executor.cache``.
 
 (Hosts without a shared disk using one URL cache: ``tests/test_multihost.py``.)
 """
@@ -160,3 +161,26 @@ def test_a_url_of_another_scheme_is_refused(url):
     cfg["executor"]["cache"] = url
     with pytest.raises(ConfigError, match=r"^executor\.cache"):
         parse_config(cfg)
+
+
+def _dead_url(path: str) -> str:
+    """A root:// URL on a port nothing listens on (a server that is down)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"root://127.0.0.1:{port}/{path}"
+
+
+@pytest.mark.timeout(240)  # a liveness bound: the client's default windows took > 5 min here
+def test_a_dead_cache_server_stops_the_run_in_one_line(inputs, tmp_path):
+    from jettracks.execution import RunError, run_config
+
+    url = _dead_url("/data/cache")
+    with pytest.raises(RunError) as err:
+        run_config(_cfg(inputs), output_dir=tmp_path / "out", cache=url, progress=False)
+    msg = str(err.value)
+    assert msg.startswith(f"executor.cache: cache {url}: cannot create it") and "\n" not in msg, msg
+    assert not (tmp_path / "out" / "hists.coffea").exists()
+    assert not list(tmp_path.rglob("root:*")) and not list(Path.cwd().glob("root:*"))  # no local stand-in

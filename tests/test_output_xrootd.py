@@ -7,7 +7,9 @@
 - a run killed mid-way (SIGKILL: its lock stays behind) and started again with the same
   command takes the finished chunks from the checkpoints at the URL and equals the
   uninterrupted run;
-- ``--overwrite`` on a URL directory that jettracks did not write is refused, its file kept.
+- ``--overwrite`` on a URL directory that jettracks did not write is refused, its file kept;
+- a server that is down stops the run in one line with XRootD's reason (not minutes of the
+  client's default reconnect windows).
 """
 
 from __future__ import annotations
@@ -144,3 +146,21 @@ def test_overwrite_of_a_url_directory_jettracks_did_not_write_is_refused(xrootd_
     assert len(lines) == 1 and url in lines[0] and "thesis.tex" in lines[0], err[-2000:]
     assert sorted(p.name for p in local.iterdir()) == ["thesis.tex"]
     assert (local / "thesis.tex").read_text() == "mine"
+
+
+@pytest.mark.timeout(240)  # a liveness bound: the client's default windows took > 5 min here
+def test_a_dead_output_server_stops_the_run_in_one_line_with_its_reason(inputs, tmp_path):
+    import socket
+
+    from jettracks.execution import RunError, run_config
+
+    with socket.socket() as s:  # a port nothing listens on: the server is down
+        s.bind(("127.0.0.1", 0))
+        url = f"root://127.0.0.1:{s.getsockname()[1]}//data/run"
+    with pytest.raises(RunError) as err:
+        run_config(_cfg(inputs, url), progress=False)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot create output directory {url}: ") and "\n" not in msg, msg
+    reason = msg.split(f"{url}: ", 1)[1]
+    assert reason not in ("", "OSError") and "connection" in reason.lower(), reason  # XRootD's own words
+

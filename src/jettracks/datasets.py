@@ -173,7 +173,8 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, re
             )
     # before the first remote open: short XRootD reconnect windows (an unreachable
     # server then costs seconds, not minutes)
-    configure_remote_reading({name: {"files": files} for name, files in lists.items()}, client, cfg.executor)
+    configure_remote_reading({name: {"files": files} for name, files in lists.items()}, client, cfg.executor,
+                             remote_outputs=uses_xrootd(cfg))
 
     fileset: dict[str, dict[str, Any]] = {}
     formats: dict[str, str] = {}
@@ -225,7 +226,7 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, re
             "treename": treename,
             "metadata": {**ds.metadata, "format": fmt, **_lumi_mask(cfg, name, ds)},
         }
-    configure_remote_reading(fileset, client, cfg.executor)
+    configure_remote_reading(fileset, client, cfg.executor, remote_outputs=uses_xrootd(cfg))
     if console is not None:
         for name, fmt in formats.items():
             if cfg.datasets[name].format == "auto":
@@ -314,24 +315,38 @@ def note_duplicates(dropped: list[dict], deduplicated: list | None, console) -> 
             )
 
 
-def configure_remote_reading(fileset, client, ex) -> None:
-    """XRootD client settings in this process and every worker, before any remote open.
+def xrootd_settings(ex) -> dict[str, int]:
+    """XRootD client settings of a run (:func:`jettracks.io.files.configure_xrootd_client`).
 
     The client's defaults refuse to reconnect to a server for 30 min after one
     broken stream and wait out a 120 s connection window after a refused connect;
     Dask's retries are immediate, so both windows are made short (measured: a 3 s
     server outage then loses nothing). Timeouts follow ``executor.xrootd_timeout``.
     """
-    if not any(f.startswith("root://") for spec in fileset.values() for f in spec["files"]):
-        return
-    from .io.files import configure_xrootd_client
-
-    settings = {
+    return {
         "stream_error_window": 0,
         "connection_window": 5,
         "connection_retry": 3,
         "request_timeout": ex.xrootd_timeout,
     }
+
+
+def uses_xrootd(cfg) -> bool:
+    """Whether the run writes to an XRootD server: ``output.dir`` or ``executor.cache`` a ``root://`` URL."""
+    from .io.xrootd import is_xrootd
+
+    return any(is_xrootd(str(loc)) for loc in (cfg.output.dir, cfg.executor.cache or ""))
+
+
+def configure_remote_reading(fileset, client, ex, *, remote_outputs: bool = False) -> None:
+    """:func:`xrootd_settings` in this process and every worker, before any remote open:
+    when a file of ``fileset`` is a ``root://`` URL, or ``remote_outputs`` (the output
+    directory or the column cache is one: :func:`uses_xrootd`)."""
+    if not remote_outputs and not any(f.startswith("root://") for spec in fileset.values() for f in spec["files"]):
+        return
+    from .io.files import configure_xrootd_client
+
+    settings = xrootd_settings(ex)
     configure_xrootd_client(**settings)
     if client is not None:
         client.run(configure_xrootd_client, **settings)

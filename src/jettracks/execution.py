@@ -149,6 +149,10 @@ def run_config(
         backend=backend, output_dir=output_dir, plots=plots, cache=cache,
     )
     out_dir = out_path(cfg.output.dir).expanduser().absolute()  # a local Path or a root:// RemotePath
+    if datasets.uses_xrootd(cfg):  # before the first remote access: a dead server fails in seconds
+        from .io.files import configure_xrootd_client
+
+        configure_xrootd_client(**datasets.xrootd_settings(cfg.executor))
     proc = load_processor(cfg, out_dir / "ml" if cfg.output.ml else None)
     state = RunDirectory(out_dir, run_fingerprint(type(proc), fingerprint_config(cfg), package_versions()))
     try:

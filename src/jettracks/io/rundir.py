@@ -369,7 +369,8 @@ def _names(names: list[str], limit: int = 3) -> str:
 
 
 def _reason(err: OSError) -> str:
-    return err.strerror or err.__class__.__name__
+    """``strerror`` of a local error; the message of one without (XRootD's, via fsspec)."""
+    return err.strerror or " ".join(str(err).split()) or err.__class__.__name__
 
 
 # -- fingerprint -----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import awkward as ak
 import numpy as np
 import pytest
 from jettracks_testing.compare import assert_equal_runs
+from jettracks_testing.samples import generated_pfnano
 
 from jettracks.io.column_cache import MARKER, CacheError, ChunkKey, ColumnCache
 
@@ -34,16 +35,11 @@ pytestmark = pytest.mark.service
 
 PROJECT = Path(__file__).resolve().parents[1]
 N_FILES, EVENTS, CHUNK = 2, 60, 20
-GEN = {"pileup_candidates": 20, "compression": "zlib", "links": False}
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[str]:
-    from jettracks.generate import generate_dataset
-
-    out = tmp_path_factory.mktemp("xrcache-in")
-    return [str(p) for p in generate_dataset(out, format="pfnano", n_files=N_FILES, events_per_file=EVENTS,
-                                             seed=20261201, **GEN)]
+    return generated_pfnano(tmp_path_factory.mktemp("xrcache-in"), n_files=N_FILES, events_per_file=EVENTS, seed=20261201)
 
 
 def _cfg(files, *, cone_dr: float = 0.5) -> dict:

@@ -27,21 +27,17 @@ from jettracks_testing.compare import (
     checkpoints,
     wait_for_checkpoints,
 )
+from jettracks_testing.samples import generated_pfnano
 
 pytestmark = pytest.mark.service
 
 PROJECT = Path(__file__).resolve().parents[1]
 N_FILES, EVENTS, CHUNK = 4, 60, 20
-GEN = {"pileup_candidates": 20, "compression": "zlib", "links": False}
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[str]:
-    from jettracks.generate import generate_dataset
-
-    out = tmp_path_factory.mktemp("xrout-in")
-    return [str(p) for p in generate_dataset(out, format="pfnano", n_files=N_FILES, events_per_file=EVENTS,
-                                             seed=20261130, **GEN)]
+    return generated_pfnano(tmp_path_factory.mktemp("xrout-in"), n_files=N_FILES, events_per_file=EVENTS, seed=20261130)
 
 
 def _cfg(files, out, *, backend: str = "serial", plots: bool = False,

@@ -15,7 +15,18 @@ PF_BRANCHES = [
     "PFCands_charge", "PFCands_d0", "PFCands_d0Err", "PFCands_dz",
 ]
 
-__all__ = ["PF_BRANCHES", "copy_with_new_uuid", "write_pfnano_like"]
+__all__ = ["PF_BRANCHES", "copy_with_new_uuid", "generated_pfnano", "write_pfnano_like"]
+
+#: Generator options of the small synthetic PFNano inputs of the service tests (fast to make and read).
+SMALL_GENERATION = {"pileup_candidates": 20, "compression": "zlib", "links": False}
+
+
+def generated_pfnano(out: Path, *, n_files: int, events_per_file: int, seed: int) -> list[str]:
+    """Paths (as strings) of small generated PFNano files in ``out`` (:data:`SMALL_GENERATION`)."""
+    from jettracks.generate import generate_dataset
+
+    return [str(p) for p in generate_dataset(out, format="pfnano", n_files=n_files, events_per_file=events_per_file,
+                                             seed=seed, **SMALL_GENERATION)]
 
 
 def write_pfnano_like(path: Path, source: Path, *, entry_stop: int | None = None, drop=(), event_offset: int = 0) -> Path:

@@ -247,6 +247,52 @@ def test_crash_before_the_switch_keeps_the_old_dataset(tmp_path, monkeypatch):
     assert len(_finalized(ml_dir)) == first["rows"]
 
 
+def test_a_file_failing_to_close_on_its_writer_thread_keeps_the_old_dataset(tmp_path, monkeypatch):
+    ml_dir = tmp_path / "ml"
+    names = _make_parts(ml_dir, n_parts=4, jets_per_part=300, seed=10)
+    first = _finalize(ml_dir, names)
+    state = sorted(p.name for p in ml_dir.iterdir())
+    manifest = (ml_dir / "manifest.json").read_text()
+    calls = {"n": 0}
+    real = pq.ParquetWriter.close
+
+    def failing_close(self):
+        calls["n"] += 1
+        real(self)
+        if calls["n"] == 2:  # on the writer's thread, after the footer: the rename must not happen
+            raise OSError("disk full at close (injected)")
+
+    monkeypatch.setattr(pq.ParquetWriter, "close", failing_close)
+    with pytest.raises(OSError, match="injected"):
+        _finalize(ml_dir, names[:2], folds=3)
+    monkeypatch.undo()
+    assert sorted(p.name for p in ml_dir.iterdir()) == state  # no new or temporary file, nothing removed
+    assert (ml_dir / "manifest.json").read_text() == manifest
+    assert len(_finalized(ml_dir)) == first["rows"]
+
+
+def test_meanwhile_runs_once_before_the_switch_and_its_error_keeps_the_old_dataset(tmp_path):
+    ml_dir = tmp_path / "ml"
+    names = _make_parts(ml_dir, n_parts=4, jets_per_part=300, seed=11)
+    first = _finalize(ml_dir, names)
+    manifest = (ml_dir / "manifest.json").read_text()
+    state = sorted(p.name for p in ml_dir.iterdir())
+    seen = []
+
+    def meanwhile():
+        seen.append((ml_dir / "manifest.json").read_text())
+        raise OSError("histogram disk full (injected)")
+
+    with pytest.raises(OSError, match="injected"):
+        _finalize(ml_dir, names[:2], folds=3, meanwhile=meanwhile)
+    assert seen == [manifest]  # once, before anything was switched
+    assert sorted(p.name for p in ml_dir.iterdir()) == state and (ml_dir / "manifest.json").read_text() == manifest
+    assert len(_finalized(ml_dir)) == first["rows"]
+    calls = []
+    again = _finalize(ml_dir, names[:2], folds=3, meanwhile=lambda: calls.append(1))
+    assert calls == [1] and len(_finalized(ml_dir)) == again["rows"] < first["rows"]
+
+
 def test_crash_after_the_switch_is_completed_by_the_next_finalize(tmp_path, monkeypatch):
     from pathlib import Path
 

@@ -4,6 +4,8 @@ the column cache of workers that share no file system.
 - a rerun with another cut reads every column from the URL (no ROOT file opened) and
   equals the same run without a cache: histograms, cut flow, accounting, ML rows; the
   entries sit on the server's disk, nothing half-written beside them;
+- three runs at once filling one URL cache each equal the uncached run, and leave every
+  entry whole and valid;
 - a damaged entry on the server is discarded, its chunk read from its file, the result
   unchanged, and the entry stored again, valid;
 - ``python -m runner cache info|clear URL`` work on it; a foreign directory at a URL is
@@ -17,6 +19,7 @@ the column cache of workers that share no file system.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -101,6 +104,37 @@ def test_damaged_entry_on_the_server_is_discarded_and_recomputed(xrootd_server, 
     start, stop = (int(x) for x in victim.parent.name.split("-"))
     entry = ColumnCache(url).get(ChunkKey(victim.parent.parent.parent.name, "Events", start, stop), "PFCands_pt")
     assert entry is not None and victim.read_bytes() != bytes(data)  # stored again, valid
+
+
+def test_three_runs_at_once_fill_one_url_cache_and_each_equals_the_uncached_run(xrootd_server, inputs, plain_rerun,
+                                                                               tmp_path):
+    import yaml
+
+    url, on_disk = _cache_url(xrootd_server)
+    procs, outs = [], []
+    for i in range(3):  # the same entries written three times over, at once
+        cfg = _cfg(inputs, cone_dr=0.3)
+        cfg["executor"]["cache"] = url
+        cfg["output"]["dir"] = str(tmp_path / f"out{i}")
+        path = tmp_path / f"run{i}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        outs.append(tmp_path / f"out{i}")
+        procs.append(subprocess.Popen([sys.executable, "-m", "runner", "run", str(path), "--no-progress"], cwd=PROJECT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    for out in outs:
+        assert_equal_runs(out, plain_rerun, N_FILES * EVENTS)
+    assert not [p for p in on_disk.rglob("*") if ".tmp-" in p.name]
+    cache = ColumnCache(url)
+    records = cache._records()
+    assert records and len(records) == len(list(on_disk.rglob("*.arrow")))  # every column with its record
+    for record in records:  # and every one valid
+        start, stop = (int(x) for x in record.parent.name.split("-"))
+        key = ChunkKey(record.parent.parent.parent.name, "Events", start, stop)
+        branch = json.loads(record.read_text())["branch"]
+        assert cache.get(key, branch) is not None, record
 
 
 def _write_entry(cache: ColumnCache, key: ChunkKey, branch: str, values: np.ndarray) -> None:

@@ -9,10 +9,12 @@ from those rows, not taken from the code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import types
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -222,13 +224,32 @@ def test_subset_holds_exactly_those_parts_rows(tmp_path):
     assert got[["event", "jet_index", "jet_pt"]].values.tolist() == want[["event", "jet_index", "jet_pt"]].values.tolist()
 
 
-def test_crash_before_the_switch_keeps_the_old_dataset(tmp_path, monkeypatch):
-    ml_dir = tmp_path / "ml"
-    names = _make_parts(ml_dir, n_parts=4, jets_per_part=300, seed=6)
-    first = _finalize(ml_dir, names)
-    state = sorted(p.name for p in ml_dir.iterdir())
-    manifest = (ml_dir / "manifest.json").read_text()
+@dataclasses.dataclass
+class _Finalized:
+    """A dataset finalized once, and what a failed finalize must leave of it."""
 
+    ml_dir: Any
+    names: list[str]
+    rows: int
+    state: list[str]
+    manifest: str
+
+    @classmethod
+    def make(cls, tmp_path, seed: int) -> _Finalized:
+        ml_dir = tmp_path / "ml"
+        names = _make_parts(ml_dir, n_parts=4, jets_per_part=300, seed=seed)
+        rows = _finalize(ml_dir, names)["rows"]
+        return cls(ml_dir, names, rows, sorted(p.name for p in ml_dir.iterdir()),
+                   (ml_dir / "manifest.json").read_text())
+
+    def assert_unchanged(self) -> None:
+        assert sorted(p.name for p in self.ml_dir.iterdir()) == self.state  # no new or temporary file, nothing removed
+        assert (self.ml_dir / "manifest.json").read_text() == self.manifest
+        assert len(_finalized(self.ml_dir)) == self.rows
+
+
+def test_crash_before_the_switch_keeps_the_old_dataset(tmp_path, monkeypatch):
+    old = _Finalized.make(tmp_path, seed=6)
     calls = {"n": 0}
     real = mldata._FileWriter._close
 
@@ -240,19 +261,13 @@ def test_crash_before_the_switch_keeps_the_old_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mldata._FileWriter, "_close", crash)
     with pytest.raises(OSError, match="injected"):
-        _finalize(ml_dir, names[:2], folds=3)  # other content: other file names
+        _finalize(old.ml_dir, old.names[:2], folds=3)  # other content: other file names
     monkeypatch.undo()
-    assert sorted(p.name for p in ml_dir.iterdir()) == state  # no new file left, nothing removed
-    assert (ml_dir / "manifest.json").read_text() == manifest
-    assert len(_finalized(ml_dir)) == first["rows"]
+    old.assert_unchanged()
 
 
 def test_a_file_failing_to_close_on_its_writer_thread_keeps_the_old_dataset(tmp_path, monkeypatch):
-    ml_dir = tmp_path / "ml"
-    names = _make_parts(ml_dir, n_parts=4, jets_per_part=300, seed=10)
-    first = _finalize(ml_dir, names)
-    state = sorted(p.name for p in ml_dir.iterdir())
-    manifest = (ml_dir / "manifest.json").read_text()
+    old = _Finalized.make(tmp_path, seed=10)
     calls = {"n": 0}
     real = pq.ParquetWriter.close
 
@@ -264,33 +279,26 @@ def test_a_file_failing_to_close_on_its_writer_thread_keeps_the_old_dataset(tmp_
 
     monkeypatch.setattr(pq.ParquetWriter, "close", failing_close)
     with pytest.raises(OSError, match="injected"):
-        _finalize(ml_dir, names[:2], folds=3)
+        _finalize(old.ml_dir, old.names[:2], folds=3)
     monkeypatch.undo()
-    assert sorted(p.name for p in ml_dir.iterdir()) == state  # no new or temporary file, nothing removed
-    assert (ml_dir / "manifest.json").read_text() == manifest
-    assert len(_finalized(ml_dir)) == first["rows"]
+    old.assert_unchanged()
 
 
 def test_meanwhile_runs_once_before_the_switch_and_its_error_keeps_the_old_dataset(tmp_path):
-    ml_dir = tmp_path / "ml"
-    names = _make_parts(ml_dir, n_parts=4, jets_per_part=300, seed=11)
-    first = _finalize(ml_dir, names)
-    manifest = (ml_dir / "manifest.json").read_text()
-    state = sorted(p.name for p in ml_dir.iterdir())
+    old = _Finalized.make(tmp_path, seed=11)
     seen = []
 
     def meanwhile():
-        seen.append((ml_dir / "manifest.json").read_text())
+        seen.append((old.ml_dir / "manifest.json").read_text())
         raise OSError("histogram disk full (injected)")
 
     with pytest.raises(OSError, match="injected"):
-        _finalize(ml_dir, names[:2], folds=3, meanwhile=meanwhile)
-    assert seen == [manifest]  # once, before anything was switched
-    assert sorted(p.name for p in ml_dir.iterdir()) == state and (ml_dir / "manifest.json").read_text() == manifest
-    assert len(_finalized(ml_dir)) == first["rows"]
+        _finalize(old.ml_dir, old.names[:2], folds=3, meanwhile=meanwhile)
+    assert seen == [old.manifest]  # once, before anything was switched
+    old.assert_unchanged()
     calls = []
-    again = _finalize(ml_dir, names[:2], folds=3, meanwhile=lambda: calls.append(1))
-    assert calls == [1] and len(_finalized(ml_dir)) == again["rows"] < first["rows"]
+    again = _finalize(old.ml_dir, old.names[:2], folds=3, meanwhile=lambda: calls.append(1))
+    assert calls == [1] and len(_finalized(old.ml_dir)) == again["rows"] < old.rows
 
 
 def test_crash_after_the_switch_is_completed_by_the_next_finalize(tmp_path, monkeypatch):

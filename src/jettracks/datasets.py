@@ -226,7 +226,6 @@ def prepare_datasets(cfg: RunConfig, processor, *, client=None, console=None, re
             "treename": treename,
             "metadata": {**ds.metadata, "format": fmt, **_lumi_mask(cfg, name, ds)},
         }
-    configure_remote_reading(fileset, client, cfg.executor, remote_outputs=uses_xrootd(cfg))
     if console is not None:
         for name, fmt in formats.items():
             if cfg.datasets[name].format == "auto":

@@ -45,14 +45,13 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path, write_text_atomic
-from .outfs import OutPath, RemotePath, out_path
+from .outfs import OutPath, RemotePath, out_path, remove_tree
 
 __all__ = ["MARKER", "CacheError", "CacheInfo", "CachedColumn", "ChunkKey", "ColumnCache", "ColumnWriter"]
 
@@ -409,13 +408,7 @@ class ColumnCache:
             record = json.loads(record_path.read_text())
         except FileNotFoundError:
             return None
-        except OSError:
-            # XRootD reports a missing file as a failed open: a miss, not damage.
-            if isinstance(record_path, RemotePath) and not record_path.exists():
-                return None
-            self._discard(record_path, column_path)
-            return None
-        except ValueError:
+        except (OSError, ValueError):
             self._discard(record_path, column_path)
             return None
         data = None
@@ -450,8 +443,6 @@ class ColumnCache:
     # -- size bound --------------------------------------------------------------------
     def _records(self) -> list[OutPath]:
         """The checksum records, ``<uuid>/<tree>/<start>-<stop>/<branch>.json``."""
-        if isinstance(self.root, RemotePath):  # its glob is one level deep
-            return [p for p in self.root.rglob("*.json") if len(p.relative_to(self.root).parts) == 4]
         return list(self.root.glob("*/*/*/*.json"))
 
     def _entries(self) -> list[tuple[float, int, OutPath, OutPath]]:
@@ -503,10 +494,7 @@ class ColumnCache:
             if child.name == MARKER:
                 continue
             if child.is_dir() and not child.is_symlink():
-                if isinstance(child, RemotePath):
-                    child.fs.rm(child.path, recursive=True)
-                else:
-                    shutil.rmtree(child)
+                remove_tree(child)
         return removed
 
     @classmethod

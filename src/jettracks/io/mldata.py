@@ -468,7 +468,8 @@ def _string_columns(schema: Any) -> list[str]:
 def _scalar_columns(schema: Any) -> list[str]:
     """Columns whose Parquet statistics (min / max per row group) the finalized files keep:
     the per-jet ones, which a reader's filter (``pt > 100``) can use. A track list's
-    statistics serve no filter and cost ~15 % of the writing time (measured on 15.7k jets)."""
+    statistics serve no filter (measured on 15.7k jets: written with no statistics at all,
+    65 against 76 ms)."""
     import pyarrow as pa
 
     return [f.name for f in schema if not pa.types.is_nested(f.type)]

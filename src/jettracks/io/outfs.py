@@ -32,7 +32,7 @@ from typing import Any
 
 from .xrootd import is_url, is_xrootd, split_xrootd_url
 
-__all__ = ["OutPath", "RemotePath", "create_new", "is_remote", "out_path", "readable"]
+__all__ = ["OutPath", "RemotePath", "create_new", "is_remote", "out_path", "readable", "remove_tree"]
 
 _COPY_BLOCK = 16 << 20
 
@@ -167,9 +167,12 @@ class RemotePath:
         return [p for p, _ in self._entries()]
 
     def glob(self, pattern: str) -> list[RemotePath]:
-        """Entries of this directory whose name matches ``pattern`` (one level, no ``**``)."""
-        if "/" in pattern:
-            raise ValueError(f"RemotePath.glob: one level only, got {pattern!r}")
+        """Entries below this directory matching ``pattern``: one level (``part-*.parquet``) by
+        name, or several (``*/*/*.json``, ``**``) by :func:`jettracks.io.xrootd.glob_xrootd`."""
+        if "/" in pattern or "**" in pattern:
+            from .xrootd import glob_xrootd
+
+            return [RemotePath.from_url(url) for url in glob_xrootd(str(self / pattern))]
         return [p for p in self.iterdir() if fnmatch.fnmatch(p.name, pattern)]
 
     def rglob(self, pattern: str) -> list[RemotePath]:
@@ -185,8 +188,14 @@ class RemotePath:
 
     def open(self, mode: str = "r", encoding: str | None = None, **kw: Any) -> Any:
         """The file opened on the server (``r``/``rb``; ``w``/``wb`` write in place: use
-        :class:`~jettracks.io.atomic.atomic_path` for outputs)."""
-        raw = self.fs.open(self.path, mode.replace("t", "").replace("b", "") + "b")
+        :class:`~jettracks.io.atomic.atomic_path` for outputs). A missing file raises
+        ``FileNotFoundError``, as ``Path.open`` (XRootD reports it as a failed open)."""
+        try:
+            raw = self.fs.open(self.path, mode.replace("t", "").replace("b", "") + "b")
+        except OSError:
+            if "r" in mode and not self.exists():
+                raise FileNotFoundError(str(self)) from None
+            raise
         return raw if "b" in mode else io.TextIOWrapper(raw, encoding=encoding or "utf-8")
 
     def read_bytes(self) -> bytes:
@@ -296,6 +305,14 @@ def create_new(path: OutPath, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def remove_tree(path: OutPath) -> None:
+    """Remove the directory ``path`` and everything below it (``shutil.rmtree`` locally)."""
+    if isinstance(path, RemotePath):
+        path.fs.rm(path.path, recursive=True)
+    else:
+        shutil.rmtree(path)
 
 
 def readable(path: OutPath) -> Any:

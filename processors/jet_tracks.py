@@ -631,12 +631,13 @@ class JetTrackProcessor(processor.ProcessorABC):
             sort_key=self.ml_sort_key,
         )
         # File path hash + UUID: copies of one file (same UUID) must not share a part name.
-        name = "part-{ds}-{path}-{uuid}-{start}-{stop}.parquet".format(
+        name = "part-{ds}-{path}-{uuid}-{start}-{stop}{suffix}".format(
             ds=meta["dataset"],
             path=hashlib.sha1(str(meta.get("filename", "")).encode()).hexdigest()[:8],
             uuid=(meta.get("fileuuid") or uuid.uuid4().hex)[:36],
             start=meta.get("entrystart", 0),
             stop=meta.get("entrystop", 0),
+            suffix=mldata.PART_SUFFIX,
         )
         return mldata.write_part(self.ml_dir, name, columns)
 

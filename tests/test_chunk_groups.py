@@ -18,6 +18,7 @@ import pytest
 from jettracks_testing.faults import after_checkpoints
 
 from jettracks.engines import ChunkSpec, get_engine, runner
+from jettracks.io import mldata
 from jettracks.io.checkpoints import RunCheckpointer
 from jettracks.metadata import file_metadata
 from processors.jet_tracks import JetTrackProcessor
@@ -76,7 +77,7 @@ def _assert_same(got, want) -> None:
     assert got.output["cutflow"] == want.output["cutflow"]
 
     def rows(result):
-        arr = ak.concatenate([ak.from_parquet(p) for p in result.output["ml_parts"]])
+        arr = ak.concatenate([ak.from_arrow(mldata.read_part(p)) for p in result.output["ml_parts"]])
         return sorted(zip(ak.to_list(arr["event"]), ak.to_list(arr["jet_index"]), ak.to_list(arr["jet_pt"])))
 
     assert rows(got) == rows(want)

@@ -24,6 +24,7 @@ from jettracks_testing.data import cms_data_dir
 
 from jettracks.engines import ENGINES, chunk_steps, run_engine
 from jettracks.engines.dask_awkward import smoke_test
+from jettracks.io import mldata
 from processors.jet_tracks import JetTrackProcessor
 
 CMS_DIR = cms_data_dir()
@@ -94,7 +95,7 @@ def _assert_same_hists(got: dict, want: dict) -> None:
 
 
 def _ml_table(paths) -> ak.Array:
-    arr = ak.concatenate([ak.from_parquet(p) for p in sorted(paths)])
+    arr = ak.concatenate([ak.from_arrow(mldata.read_part(p)) for p in sorted(paths)])
     order = np.lexsort(
         (ak.to_numpy(arr["jet_index"]), ak.to_numpy(arr["event"]), ak.to_numpy(arr["run"]),
          np.asarray(ak.to_list(arr["dataset"])))

@@ -33,6 +33,7 @@ from jettracks.engines import (
     plan_chunks,
     run_engine,
 )
+from jettracks.io import mldata
 from jettracks.io.checkpoints import RunCheckpointer
 from jettracks.metadata import file_metadata
 from processors.jet_tracks import JetTrackProcessor
@@ -121,7 +122,7 @@ def _records(result) -> set[tuple]:
 def _ml_rows(parts) -> ak.Array | None:
     if not parts:
         return None
-    arr = ak.concatenate([ak.from_parquet(p) for p in parts])
+    arr = ak.concatenate([ak.from_arrow(mldata.read_part(p)) for p in parts])
     order = np.lexsort((
         ak.to_numpy(arr["jet_index"]), ak.to_numpy(arr["event"]), ak.to_numpy(arr["lumi"]),
         ak.to_numpy(arr["run"]), np.asarray(ak.to_list(arr["dataset"])),
@@ -250,7 +251,7 @@ def test_resume_redoes_exactly_the_missing_chunks(engine, where, tmp_path, local
     gone_checkpoint, gone_part = specs[1], specs[4]
     checkpointer.filepath(gone_checkpoint.events_metadata()).unlink()
     part = next(p for p in first.output["ml_parts"]
-                if p.endswith(f"-{gone_part.entrystart}-{gone_part.entrystop}.parquet")
+                if p.endswith(f"-{gone_part.entrystart}-{gone_part.entrystop}{mldata.PART_SUFFIX}")
                 and gone_part.fileuuid in p)
     os.unlink(part)  # its checkpoint stays but is incomplete: RunCheckpointer.load refuses it
 

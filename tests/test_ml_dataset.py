@@ -156,14 +156,20 @@ def test_refinalize_and_subsets_never_double_rows(dataset, tmp_path):
 
 
 def _regroup_with_write_part(ml_dir, names):
-    """Each part rewritten by the workers' writer (:func:`mldata.write_part`): rows grouped by split."""
+    """Each (Parquet) part rewritten by the workers' writer (:func:`mldata.write_part`: Arrow
+    IPC, rows grouped by split), the Parquet one removed; returns the new names."""
     import awkward as ak
 
+    out = []
     for n in names:
         t = pq.read_table(ml_dir / n)
         cols = {c: ak.from_arrow(t.column(c)) if pa.types.is_nested(t.schema.field(c).type)
                 else t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
-        mldata.write_part(ml_dir, n, cols)
+        new = n.removesuffix(".parquet") + mldata.PART_SUFFIX
+        mldata.write_part(ml_dir, new, cols)
+        (ml_dir / n).unlink()
+        out.append(new)
+    return out
 
 
 def test_parts_grouped_by_split_finalize_to_the_same_files(tmp_path):
@@ -173,20 +179,25 @@ def test_parts_grouped_by_split_finalize_to_the_same_files(tmp_path):
     names = _make_parts(interleaved, n_parts=4, jets_per_part=300, seed=8)
     grouped = tmp_path / "b" / "ml"
     shutil.copytree(interleaved, grouped)
-    _regroup_with_write_part(grouped, names)
+    new_names = _regroup_with_write_part(grouped, names)
     split_order = {s: i for i, s in enumerate(mldata.SPLITS)}
-    for n in names:  # grouped in SPLITS order; within a split, the rows keep their order
+    for n, new in zip(names, new_names):  # grouped in SPLITS order; within a split, the rows keep their order
         before = pq.read_table(interleaved / n).to_pandas()
-        after = pq.read_table(grouped / n).to_pandas()
+        with pa.OSFile(str(grouped / new)) as fh:  # an Arrow IPC file
+            after = pa.ipc.open_file(fh).read_all().to_pandas()
         codes = after["split"].map(split_order).to_numpy()
         assert (np.diff(codes) >= 0).all() and len(set(codes)) > 1
         for s in mldata.SPLITS:
             assert after.loc[after.split == s, "jet_pt"].tolist() == before.loc[before.split == s, "jet_pt"].tolist()
-        assert pq.read_metadata(grouped / n).row_group(0).column(0).statistics is None  # parts: none
-    m_a, m_b = _finalize(interleaved, names), _finalize(grouped, names)
-    assert m_a["part_files"] == m_b["part_files"] and m_a["content_hash"] == m_b["content_hash"]
-    for f in m_a["part_files"]:  # the same rows in the same order, value for value
-        a, b = pd.read_parquet(interleaved / f), pd.read_parquet(grouped / f)
+    # Parquet parts (older versions) and IPC parts finalize alike; the files' names differ
+    # only by their hash, which covers the parts' names.
+    m_a, m_b = _finalize(interleaved, names), _finalize(grouped, new_names)
+    assert m_a["content_hash"] == m_b["content_hash"]
+    assert {s: len(f) for s, f in m_a["files_per_split"].items()} == {s: len(f) for s, f in m_b["files_per_split"].items()}
+    assert sorted(p.name for p in grouped.iterdir() if p.suffix == ".arrow") == []  # finalized parts are removed
+    pairs = [(a, b) for s in mldata.SPLITS for a, b in zip(m_a["files_per_split"][s], m_b["files_per_split"][s])]
+    for fa, fb in pairs:  # the same rows in the same order, value for value
+        a, b = pd.read_parquet(interleaved / fa), pd.read_parquet(grouped / fb)
         assert a.shape == b.shape
         for col in a.columns:
             if col.startswith("track_"):

@@ -15,6 +15,7 @@ import pytest
 import uproot
 
 from jettracks.execution import run_config
+from jettracks.io import mldata
 
 N_PAD = 6
 
@@ -226,7 +227,7 @@ def test_valid_dxy_one_definition_for_cutflow_and_ml(small_sample, tmp_path):
     arrays["PFCands_d0"] = ak.unflatten(d0, ak.num(arrays["PFCands_d0"]))
     out = proc.process(_Chunk(arrays, {"dataset": "inj", "format": "pfnano", "is_mc": True,
                                        "filename": str(path), "entrystart": 0, "entrystop": len(arrays)}))
-    part = pd.read_parquet(out["ml_parts"][0])
+    part = mldata.read_part(out["ml_parts"][0]).to_pandas()
 
     # Brute force from the injected raw arrays: cone, charged, pT >= 1, finite d0 and d0Err > 0.
     a = {k: ak.to_list(arrays[k]) for k in ("Jet_pt", "Jet_eta", "Jet_phi", "PFCands_pt", "PFCands_eta",

@@ -93,6 +93,7 @@ def test_overwrite_removes_only_own_outputs(small_sample, tmp_path):
     (out / "plots").mkdir(exist_ok=True)
     (out / "plots" / "talk.pdf").write_bytes(b"%PDF-1.4 mine")
     (out / "ml" / "part-qcd-stale-from-an-older-tool.parquet").write_bytes(b"jettracks-named")
+    (out / "ml" / "part-qcd-left-by-a-killed-run.arrow").write_bytes(b"jettracks-named")  # a chunk's part
     second = run_config(_cfg(files, out, chunksize=100), progress=False, overwrite=True)
     assert (out / "notes.txt").read_text() == "keep me\n"
     assert (out / "ml" / "my_selection.csv").read_text() == "a,b\n"
@@ -102,6 +103,7 @@ def test_overwrite_removes_only_own_outputs(small_sample, tmp_path):
     manifest = json.loads((out / "ml" / "manifest.json").read_text())
     # (the per-chunk parts are compacted at the end of the run: the manifest lists the files)
     assert parts == manifest["part_files"] and len(parts) == second.report["ml_dataset"]["parts"]
+    assert not list((out / "ml").glob("part-*.arrow"))
     assert manifest["rows"] == second.report["ml_dataset"]["rows"] > 0
     assert second.report["chunks_from_checkpoint"] == 0
     assert not list((out / "checkpoints").glob(f"{first.report['fingerprint']}/**/*.pkl"))

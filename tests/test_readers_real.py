@@ -40,6 +40,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 from jettracks_testing.data import absent_reason, cms_data_dir  # noqa: E402
 
+from jettracks.io import mldata
+
 CMS = cms_data_dir()
 needs_cms = pytest.mark.skipif(CMS is None, reason=absent_reason())
 
@@ -165,9 +167,9 @@ def processed(tmp_path_factory):
         ml_dir = tmp_path_factory.mktemp(f"ml_{stem}")
         proc = JetTrackProcessor(cone_dr=CONE, track_pt_min=0.0, ml_dir=str(ml_dir))
         result = proc.process(events_of(stem))
-        parts = sorted(ml_dir.glob("part-*.parquet"))
+        parts = sorted(ml_dir.glob(f"part-*{mldata.PART_SUFFIX}"))
         assert len(parts) == 1
-        out[stem] = (result, ak.from_parquet(parts[0]), raw_view(stem))
+        out[stem] = (result, ak.from_arrow(mldata.read_part(parts[0])), raw_view(stem))
     return out
 
 
@@ -473,7 +475,7 @@ def test_nanoaod_without_tracks_gives_jet_outputs(tmp_path):
     assert out["hists"]["jet_pt"].sum(flow=True) == flow["selected_jets"]
     notes = [n for n in out["notices"] if "no track collection" in n]
     assert len(notes) == 1 and "\n" not in notes[0]
-    ml = ak.from_parquet(next((tmp_path / "ml").glob("part-*.parquet")))
+    ml = ak.from_arrow(mldata.read_part(next((tmp_path / "ml").glob(f"part-*{mldata.PART_SUFFIX}"))))
     assert len(ml) == flow["selected_jets"] and ak.all(ml["n_tracks"] == 0)
 
 

@@ -153,7 +153,7 @@ def _run(arrays, path, tmp_path, **opts):
         "entrystart": 0, "entrystop": len(arrays["run"]),
     })
     out = proc.process(cols)
-    table = ak.from_parquet(out["ml_parts"][0])
+    table = ak.from_arrow(mldata.read_part(out["ml_parts"][0]))
     return out, table
 
 
@@ -285,7 +285,7 @@ def test_real_treemaker_dz_significance(tmp_path):
     assert "Tracks_dzErrorPV0" in cols
     out = proc.process(ChunkColumns(arrays, {"dataset": "tm", "format": "treemaker", "is_mc": True,
                                              "filename": str(path), "entrystart": 0, "entrystop": len(raw)}))
-    table = ak.from_parquet(out["ml_parts"][0])
+    table = ak.from_arrow(mldata.read_part(out["ml_parts"][0]))
     sig = ak.to_numpy(ak.flatten(table.track_dz_sig))
     dz = ak.to_numpy(ak.flatten(table.track_dz))
     err = ak.to_numpy(ak.flatten(table.track_dz_err))

@@ -10,13 +10,13 @@ events counted once across sub-batches of a per-jet format.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import uproot
 
 from jettracks import generate
 from jettracks.engines.base import ChunkReader, ChunkSpec, run_chunk
 from jettracks.engines.reading import batch_bounds
+from jettracks.io import mldata
 from processors.jet_tracks import JetTrackProcessor
 
 
@@ -55,7 +55,7 @@ def _spec(path, tree, fmt, start, stop):
 def _rows(parts):
     table = None
     for p in parts:
-        t = pq.read_table(p)
+        t = mldata.read_part(p)
         table = t if table is None else __import__("pyarrow").concat_tables([table, t])
     df = table.to_pandas()
     return df.sort_values(["event", "jet_index"]).reset_index(drop=True)

@@ -291,8 +291,8 @@ class OutputConfig(_Strict):
             are written there (atomically: temporary name, then ``mv`` on the server), and a
             rerun resumes from the checkpoints there.
         plots: write ``plots/*.png``.
-        ml: write per-jet ML columns as ``ml/part-*.parquet`` (written by the workers),
-            with ``manifest.json`` and ``README.md`` describing every column.
+        ml: write per-jet ML columns: one part per chunk from the workers (``ml/part-*.arrow``,
+            Arrow IPC), finalized into ``ml/part-DATASET-SPLIT-*.parquet``, with ``manifest.json`` and ``README.md`` describing every column.
         ml_dataset: options of the ML export (padding, HDF5).
         transfer: how the workers' outputs (ML parts, checkpoints) reach ``dir``: ``shared``
             (default: the workers write them; a worker that cannot see ``dir`` stops the run

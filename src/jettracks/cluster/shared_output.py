@@ -1,6 +1,6 @@
 """Workers must see the client's output directory; check it before and after a run.
 
-Dask workers write the per-jet ML Parquet parts (``<out>/ml/part-*.parquet``)
+Dask workers write the per-jet ML parts (``<out>/ml/part-*.arrow``)
 and the chunk checkpoints (``<out>/checkpoints/<fingerprint>/...``) themselves,
 at the client's path. A worker whose filesystem does not hold that path
 (another host, a container, a private ``/tmp``) writes them where the client

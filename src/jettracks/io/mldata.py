@@ -1,6 +1,7 @@
 """ML-ready per-jet datasets: columns (computed on the workers), finalized files, manifest.
 
-Workers write one Parquet part per chunk (:func:`write_part`). At the end of a
+Workers write one part per chunk (:func:`write_part`: an Arrow IPC file,
+``part-*.arrow``; parts of older versions are Parquet, and both are read). At the end of a
 run (and with ``python -m runner ml-finalize DIR``) :func:`finalize` compacts the
 parts into a few files per dataset and split (``part-DATASET-SPLIT-NNN-HASH.parquet``,
 row groups of :data:`ROW_GROUP_ROWS` jets, :data:`COMPRESSION`), adds the ``fold``
@@ -33,7 +34,7 @@ from .outfs import out_path, readable
 
 __all__ = [
     "COLUMNS", "Column", "ContentHash", "PartScanner", "event_fold", "event_split", "finalize", "jet_columns",
-    "key_hash", "part_available", "refinalize", "write_part",
+    "key_hash", "part_available", "read_part", "refinalize", "write_part",
 ]
 
 SPLITS = ("train", "validation", "test")
@@ -396,16 +397,25 @@ def _to_arrow(values: Any) -> Any:
 
 
 def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any]) -> str:
-    """Write one Parquet part atomically (temporary name, then rename); return its path.
+    """Write one part atomically (temporary name, then rename); return its path.
+
+    The part is an Arrow IPC file (LZ4 buffers): ``name`` must end in :data:`PART_SUFFIX`.
+    Parts live only until finalize reads them, and IPC writes and reads them far faster
+    than Parquet (measured on 11 parts, 15.7k jets: write 29 vs 79 ms, read 10 vs 32 ms,
+    10.1 vs 9.0 MB, both LZ4): its buffers are the arrays' own, with no encoding pass.
 
     A column without missing values is written as a non-nullable Arrow field
     (every column, as :func:`jet_columns` makes them): readers then see plain
     types, not option types (``ak.from_parquet`` gives ``float32``, not ``?float32``,
     and filtering rows keeps records, not ``?{...}``). Invalid values are NaN, never null.
+
+    Raises:
+        ValueError: ``name`` does not end in :data:`PART_SUFFIX`.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    if not name.endswith(PART_SUFFIX):
+        raise ValueError(f"ML part {name!r}: the name must end in {PART_SUFFIX!r}")
     arrays = {k: _to_arrow(v) for k, v in columns.items()}
     schema = pa.schema([pa.field(k, a.type, nullable=a.null_count > 0) for k, a in arrays.items()])
     table = pa.Table.from_arrays(list(arrays.values()), schema=schema)
@@ -416,13 +426,30 @@ def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any])
         if np.any(np.diff(code) < 0):
             table = table.take(pa.array(np.argsort(code, kind="stable")))
     final = os.path.join(ml_dir, name)
-    with atomic_path(final) as tmp:
-        # Parts live until finalize reads them: LZ4 writes and reads faster than zstd
-        # (measured on 15.7k jets: write 60 vs 128 ms, read 23 vs 37 ms, 10.2 vs 8.4 MB).
-        # No column statistics: nothing filters a part.
-        pq.write_table(table, tmp, compression=PART_COMPRESSION, use_dictionary=_string_columns(schema),
-                       write_statistics=False)
+    options = pa.ipc.IpcWriteOptions(compression=PART_COMPRESSION)
+    with atomic_path(final) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
+            pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
     return final
+
+
+def read_part(path: Any) -> Any:
+    """A part as a ``pyarrow.Table``: an Arrow IPC part (:func:`write_part`) or a Parquet
+    one (written by versions before IPC parts), told apart by the name's suffix.
+
+    Args:
+        path: the part (a local path or a :class:`~jettracks.io.outfs.RemotePath`).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if str(path).endswith(".parquet"):
+        return pq.read_table(readable(path))
+    source = readable(path)
+    if isinstance(source, (str, os.PathLike)):
+        return pa.ipc.open_file(str(source)).read_all()
+    with source as fh:
+        return pa.ipc.open_file(pa.py_buffer(fh.read())).read_all()
 
 
 def _split_codes(split: np.ndarray) -> np.ndarray:
@@ -484,8 +511,10 @@ ROWS_PER_FILE = 250_000
 #: Compression of the finalized files: zstd is ~14 % smaller than lz4; lz4 decodes ~35 % faster,
 #: which a loader does not see (decoding is < 10 % of its time).
 COMPRESSION = "zstd"
-#: Compression of the per-chunk parts (read once, by finalize).
+#: Compression of the per-chunk parts' Arrow IPC buffers (read once, by finalize).
 PART_COMPRESSION = "lz4"
+#: Suffix of the per-chunk parts (Arrow IPC files); parts of older versions end in ``.parquet``.
+PART_SUFFIX = ".arrow"
 #: Default number of folds of the ``fold`` column.
 DEFAULT_FOLDS = 5
 #: Columns identifying a jet; the content hash runs over them.
@@ -593,11 +622,10 @@ class _Sources:
 
     def _read(self, name: str) -> Any:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         path = self.ml_dir / name
         if path.is_file():
-            table = pq.read_table(readable(path))
+            table = read_part(path)
         else:
             pieces = [self._slice(f, start, stop) for f, start, stop in self.sources[name]]
             if not pieces:
@@ -1119,7 +1147,7 @@ def finalize(
         (ml_dir / "jets_padded.h5").unlink(missing_ok=True)  # an earlier run's, not this one's
     keep = set(part_files)
     finalized = [n for n in names if n not in keep]
-    stale = sorted(p.name for p in ml_dir.glob("part-*.parquet")
+    stale = sorted(p.name for p in [*ml_dir.glob("part-*.parquet"), *ml_dir.glob(f"part-*{PART_SUFFIX}")]
                    if p.name not in keep and p.name not in set(names) and p.name not in old_files)
     for name in [*finalized, *sorted(old_files - keep), *stale]:
         (ml_dir / name).unlink(missing_ok=True)

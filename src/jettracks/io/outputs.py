@@ -5,7 +5,8 @@ Layout of a run directory::
     hists.coffea        coffea.util.save of {"hists": ..., "cutflow": ...}
     hists.root          one TH1 per (dataset, flavour, histogram): DATASET/NAME_FLAVOUR
     plots/*.png         mplhep CMS style; dxy by flavour on log y, units on axes
-    ml/part-*.parquet   per-jet ML columns, one part per chunk (written by the workers)
+    ml/part-*.arrow     per-jet ML columns, one part per chunk (Arrow IPC, written by the workers)
+    ml/part-*.parquet   the same, finalized: a few files per dataset and split
     report.json         config, versions, files, entries per file, cut flow, timing
 
 Every file is written under a temporary name and renamed into place.

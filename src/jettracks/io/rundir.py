@@ -74,6 +74,8 @@ OWN_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ml/": (
         "part-*.parquet",
         ".part-*.parquet.tmp-*",
+        "part-*.arrow",
+        ".part-*.arrow.tmp-*",
         "manifest.json",
         "README.md",
         "jets_padded.h5",

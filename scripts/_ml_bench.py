@@ -1,7 +1,9 @@
 """Section ml of scripts/benchmark.py: reading the finalized ML dataset vs the per-chunk parts.
 
 A real 200-chunk run (generated PFNano, serial backend) writes one part per
-chunk; the parts are copied aside just before finalize compacts them. Then, on
+chunk; the parts are copied aside just before finalize compacts them, as Parquet
+(LZ4, the parts' format before they became Arrow IPC: what a loader would read
+without the finalize). Then, on
 the same rows: ``jettracks.ml.batches`` over every split of the finalized
 dataset vs over the parts (a manifest listing the parts), and
 ``datasets.load_dataset`` (fresh cache, offline) on the finalized directory vs
@@ -51,10 +53,13 @@ def section_ml(args) -> dict:
         parts_dir = work / "parts"
         real_finalize = mldata.finalize
 
-        def keep_parts(ml_dir, *, parts, **kw):  # copy the per-chunk parts aside before compaction
+        def keep_parts(ml_dir, *, parts, **kw):  # the per-chunk parts aside, as Parquet, before compaction
+            import pyarrow.parquet as pq
+
             parts_dir.mkdir()
             for n in parts:
-                shutil.copy2(Path(ml_dir) / n, parts_dir / n)
+                pq.write_table(mldata.read_part(Path(ml_dir) / n), parts_dir / (Path(n).stem + ".parquet"),
+                               compression="lz4", write_statistics=False)
             return real_finalize(ml_dir, parts=parts, **kw)
 
         mldata.finalize = keep_parts

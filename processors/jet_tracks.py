@@ -15,7 +15,7 @@ Per chunk (coffea ``ProcessorABC`` contract: ``process(events) -> accumulator``)
 6. label flavour (:mod:`jettracks.physics.flavour`; ``flavour: auto`` takes the
    format's default definition);
 7. fill histograms per dataset and flavour, the cut flow, and write the per-jet
-   ML columns as one Parquet part per chunk (on the worker).
+   ML columns as one part per sub-batch of a chunk (an Arrow IPC file, on the worker).
 
 Units: GeV for momenta, cm for dxy/dz, radians for φ. The output is a dict
 ``{"hists", "cutflow", "entries", "genweights", "notices", "ml_parts"}`` that coffea sums
@@ -230,7 +230,8 @@ class JetTrackProcessor(processor.ProcessorABC):
         compare_association: where constituent links exist, count (jet, track) pairs
             found by the ΔR cone, by the links, and by both (``association_comparison``
             in the output and the run report).
-        ml_dir: directory for per-chunk Parquet parts; ``None`` disables them.
+        ml_dir: directory for the per-chunk ML parts (Arrow IPC,
+            :func:`jettracks.io.mldata.write_part`); ``None`` disables them.
         ml_pad_tracks: also write fixed-length ``pad_track_*`` arrays of this many
             tracks (+ ``pad_mask``); ``None``: lists only.
         ml_sort_key: order of the padded tracks, largest first: ``abs_dxy_sig``

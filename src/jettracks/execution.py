@@ -52,7 +52,7 @@ class RunResult:
         report: the run's :class:`~jettracks.report.RunReport` (what ``report.json`` holds).
         output_dir: the run directory (a ``Path``, or a :class:`~jettracks.io.outfs.RemotePath`
             for a ``root://`` ``output.dir``).
-        ml_dir: directory of the per-jet Parquet parts (None when disabled).
+        ml_dir: directory of the per-jet ML dataset (None when disabled).
     """
 
     hists: dict[str, Any]
@@ -63,7 +63,7 @@ class RunResult:
     files: dict[str, list[str]] = field(default_factory=dict)
 
     def ml_dataset(self, dataset: str | None = None):
-        """The per-jet ML columns as one awkward array (reads the Parquet parts).
+        """The per-jet ML columns as one awkward array (reads the finalized Parquet files the manifest lists).
 
         Args:
             dataset: only this dataset's rows. Datasets of different formats have

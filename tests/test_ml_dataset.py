@@ -259,18 +259,25 @@ class _Finalized:
         assert len(_finalized(self.ml_dir)) == self.rows
 
 
+def _fail_second_call(monkeypatch, owner, name: str, message: str, *, after: bool = False) -> None:
+    """Patch ``owner.name`` so that its second call raises ``OSError(message)``: instead of
+    the real call, or (``after``) once the real call has run."""
+    real, calls = getattr(owner, name), [0]
+
+    def patched(self):
+        calls[0] += 1
+        if calls[0] != 2:
+            return real(self)
+        if after:
+            real(self)
+        raise OSError(message)
+
+    monkeypatch.setattr(owner, name, patched)
+
+
 def test_crash_before_the_switch_keeps_the_old_dataset(tmp_path, monkeypatch):
     old = _Finalized.make(tmp_path, seed=6)
-    calls = {"n": 0}
-    real = mldata._FileWriter._close
-
-    def crash(self):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full (injected)")
-        real(self)
-
-    monkeypatch.setattr(mldata._FileWriter, "_close", crash)
+    _fail_second_call(monkeypatch, mldata._FileWriter, "_close", "disk full (injected)")
     with pytest.raises(OSError, match="injected"):
         _finalize(old.ml_dir, old.names[:2], folds=3)  # other content: other file names
     monkeypatch.undo()
@@ -279,16 +286,8 @@ def test_crash_before_the_switch_keeps_the_old_dataset(tmp_path, monkeypatch):
 
 def test_a_file_failing_to_close_on_its_writer_thread_keeps_the_old_dataset(tmp_path, monkeypatch):
     old = _Finalized.make(tmp_path, seed=10)
-    calls = {"n": 0}
-    real = pq.ParquetWriter.close
-
-    def failing_close(self):
-        calls["n"] += 1
-        real(self)
-        if calls["n"] == 2:  # on the writer's thread, after the footer: the rename must not happen
-            raise OSError("disk full at close (injected)")
-
-    monkeypatch.setattr(pq.ParquetWriter, "close", failing_close)
+    # On the writer's thread, after the footer is written: the rename must not happen.
+    _fail_second_call(monkeypatch, pq.ParquetWriter, "close", "disk full at close (injected)", after=True)
     with pytest.raises(OSError, match="injected"):
         _finalize(old.ml_dir, old.names[:2], folds=3)
     monkeypatch.undo()

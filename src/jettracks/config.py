@@ -292,7 +292,8 @@ class OutputConfig(_Strict):
             rerun resumes from the checkpoints there.
         plots: write ``plots/*.png``.
         ml: write per-jet ML columns: one part per chunk from the workers (``ml/part-*.arrow``,
-            Arrow IPC), finalized into ``ml/part-DATASET-SPLIT-*.parquet``, with ``manifest.json`` and ``README.md`` describing every column.
+            Arrow IPC), finalized into ``ml/part-DATASET-SPLIT-*.parquet``, with
+            ``manifest.json`` and ``README.md`` describing every column.
         ml_dataset: options of the ML export (padding, HDF5).
         transfer: how the workers' outputs (ML parts, checkpoints) reach ``dir``: ``shared``
             (default: the workers write them; a worker that cannot see ``dir`` stops the run

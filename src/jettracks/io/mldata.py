@@ -30,7 +30,7 @@ import awkward as ak
 import numpy as np
 
 from .atomic import atomic_path
-from .outfs import out_path, readable
+from .outfs import RemotePath, out_path, readable
 
 __all__ = [
     "COLUMNS", "Column", "ContentHash", "PartScanner", "event_fold", "event_split", "finalize", "jet_columns",
@@ -445,11 +445,10 @@ def read_part(path: Any) -> Any:
 
     if str(path).endswith(".parquet"):
         return pq.read_table(readable(path))
-    source = readable(path)
-    if isinstance(source, (str, os.PathLike)):
-        return pa.ipc.open_file(str(source)).read_all()
-    with source as fh:
-        return pa.ipc.open_file(pa.py_buffer(fh.read())).read_all()
+    if isinstance(path, RemotePath):
+        with path.open("rb") as fh:
+            return pa.ipc.open_file(pa.py_buffer(fh.read())).read_all()
+    return pa.ipc.open_file(str(path)).read_all()
 
 
 def _split_codes(split: np.ndarray) -> np.ndarray:
@@ -1147,8 +1146,9 @@ def finalize(
         (ml_dir / "jets_padded.h5").unlink(missing_ok=True)  # an earlier run's, not this one's
     keep = set(part_files)
     finalized = [n for n in names if n not in keep]
-    stale = sorted(p.name for p in [*ml_dir.glob("part-*.parquet"), *ml_dir.glob(f"part-*{PART_SUFFIX}")]
-                   if p.name not in keep and p.name not in set(names) and p.name not in old_files)
+    ours = keep | set(names) | old_files
+    stale = sorted(p.name for p in ml_dir.glob("part-*")  # one listing: parts of both formats
+                   if p.suffix in (".parquet", PART_SUFFIX) and p.name not in ours)
     for name in [*finalized, *sorted(old_files - keep), *stale]:
         (ml_dir / name).unlink(missing_ok=True)
     return {**manifest, "removed_stale": stale}

@@ -169,9 +169,6 @@ def test_entries_cache_skips_metadata_reads_and_refresh_ignores_it(
     assert second.report["entries"] == first.report["entries"]
     assert [f["uuid"] for f in second.report["files"]] == [f["uuid"] for f in first.report["files"]]
     assert second.cutflow == first.cutflow
-    # conservative timing check: 200 XRootD stats instead of 200 Dask tasks each opening a file
-    t1, t2 = first.report["timing"]["metadata_s"], second.report["timing"]["metadata_s"]
-    assert t2 < t1, (t1, t2)
 
     third, n_third = _run_counting_metadata_tasks(
         local_client, _cfg(pattern, tmp_path / "r3"), refresh=True

@@ -152,6 +152,80 @@ def test_least_recently_used_entries_are_evicted(tmp_path):
     assert bounded.info().bytes <= bounded.max_bytes
 
 
+@pytest.mark.parametrize("change", ["flip_in_place", "flip_mtime_kept", "truncate", "replace"])
+def test_kept_map_never_serves_a_changed_entry(tmp_path, change):
+    """A process keeps an entry's map between reads; the entry changed on disk afterwards is
+    never served from it: damaged in place (even with its mtime put back), truncated (no
+    SIGBUS: the size is checked before the map is touched), or replaced by another file."""
+    from jettracks.io import column_cache as cc
+
+    cache = ColumnCache(tmp_path / "c")
+    key = ChunkKey("u", "Events", 0, 5000)
+    values = np.arange(5000, dtype=np.float64)
+    _write_entry(cache, key, "x", values)
+    path = cache.column_path(key, "x")
+    first = cache.get(key, "x")
+    assert first is not None and np.array_equal(ak.to_numpy(first.read(0, 5000)), values)
+    second = cache.get(key, "x")
+    assert second is not None and second.mapped is first.mapped  # kept: mapped once
+    st = path.stat()
+    if change in ("flip_in_place", "flip_mtime_kept"):
+        with open(path, "r+b") as fh:  # the same file (inode): a kept MAP_SHARED map sees it
+            fh.seek(st.st_size // 2)
+            byte = fh.read(1)
+            fh.seek(st.st_size // 2)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+        if change == "flip_mtime_kept":
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "truncate":
+        os.truncate(path, st.st_size // 3)
+    else:
+        other = tmp_path / "other.arrow"
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        other.write_bytes(bytes(data))
+        os.replace(other, path)
+    assert cache.get(key, "x") is None  # discarded ...
+    assert not path.exists() and str(path) not in cc._KEPT._maps  # ... and its map dropped
+    _write_entry(cache, key, "x", values)  # recomputed, then served again
+    again = cache.get(key, "x")
+    assert again is not None and again.mapped is not first.mapped
+    assert np.array_equal(ak.to_numpy(again.read(0, 5000)), values)
+
+
+def test_kept_maps_are_bounded_least_recently_used_first(tmp_path):
+    from jettracks.io.column_cache import _KeptMaps
+
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(bytes([i]) * 1000)
+        paths.append(p)
+    kept = _KeptMaps()
+    for p in paths[:3]:
+        kept.get(p, limit=2500)
+    assert list(kept._maps) == [str(paths[1]), str(paths[2])] and kept._bytes == 2000  # paths[0] dropped
+    kept.get(paths[1], limit=2500)  # a hit: now the most recently used
+    kept.get(paths[3], limit=2500)
+    assert list(kept._maps) == [str(paths[1]), str(paths[3])] and kept._bytes == 2000
+    assert kept.get(paths[0], limit=500).data.to_pybytes() == bytes([0]) * 1000  # larger than the bound: not kept
+    assert str(paths[0]) not in kept._maps
+    kept.get(paths[0], limit=0)  # 0: nothing kept
+    assert str(paths[0]) not in kept._maps
+
+
+def test_clear_drops_the_kept_maps(tmp_path):
+    from jettracks.io import column_cache as cc
+
+    cache = ColumnCache(tmp_path / "c")
+    key = ChunkKey("u", "Events", 0, 10)
+    _write_entry(cache, key, "x", np.arange(10, dtype=np.float64))
+    assert cache.get(key, "x") is not None
+    assert str(cache.column_path(key, "x")) in cc._KEPT._maps
+    cache.clear()
+    assert not any(name.startswith(str(cache.root) + "/") for name in cc._KEPT._maps)
+
+
 def _writer_process(root: str) -> None:
     cache = ColumnCache(root)
     key = ChunkKey("same", "Events", 0, 50_000)

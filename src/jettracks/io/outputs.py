@@ -24,11 +24,15 @@ import numpy as np
 from .atomic import atomic_path
 from .outfs import RemotePath
 
-__all__ = ["dataset_label", "draw_label", "package_versions", "save_hists", "save_plots", "save_report", "write_outputs"]
+__all__ = ["category_slices", "dataset_label", "draw_label", "package_versions", "save_hists", "save_plots", "save_report", "write_outputs"]
 
 
 def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, Any]) -> list[Path]:
-    """Write ``hists.coffea`` and ``hists.root``; return their paths."""
+    """Write ``hists.coffea`` and ``hists.root``; return their paths.
+
+    ``hists.root`` holds one histogram per (dataset, flavour) with any content (flow bins
+    included), ``DATASET/NAME_FLAVOUR``: ``h[{"dataset": d, "flavour": f}]``.
+    """
     import uproot
     from coffea.util import save
 
@@ -38,14 +42,39 @@ def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, An
     root_path = out_dir / "hists.root"
     with atomic_path(root_path) as tmp, uproot.recreate(tmp) as f:
         for name, h in hists.items():
-            for dataset in h.axes["dataset"]:
-                for flavour in h.axes["flavour"]:
-                    sub = h[{"dataset": dataset, "flavour": flavour}]
-                    total = sub.sum(flow=True)
-                    if getattr(total, "value", total) == 0 and getattr(total, "variance", 0) == 0:
-                        continue
-                    f[f"{dataset}/{name}_{flavour}"] = sub
+            for dataset, flavour, sub in category_slices(h):
+                f[f"{dataset}/{name}_{flavour}"] = sub
     return [coffea_path, root_path]
+
+
+def category_slices(h: Any) -> list[tuple[str, str, Any]]:
+    """``(dataset, flavour, h[{"dataset": dataset, "flavour": flavour}])`` for each pair with
+    any content (a value or a variance, flow bins included), in the axes' order.
+
+    The slices are made from one view of ``h`` (the same axes, storage and bin contents as
+    ``h[{...}]``, which was a third of writing ``hists.root``).
+    """
+    import hist
+
+    names = [a.name for a in h.axes]
+    i_dataset, i_flavour = names.index("dataset"), names.index("flavour")
+    rest = [a for i, a in enumerate(h.axes) if i not in (i_dataset, i_flavour)]
+    # Category axes keep their bins first in the flow view (an overflow bin comes last).
+    view = np.moveaxis(np.asarray(h.view(flow=True)), (i_dataset, i_flavour), (0, 1))
+    out = []
+    for a, dataset in enumerate(h.axes[i_dataset]):
+        for b, flavour in enumerate(h.axes[i_flavour]):
+            cell = view[a, b]
+            if cell.dtype.names:
+                empty = all(not np.any(cell[field]) for field in cell.dtype.names)
+            else:
+                empty = not np.any(cell)
+            if empty:
+                continue
+            sub = hist.Hist(*rest, storage=h.storage_type())
+            sub.view(flow=True)[...] = cell
+            out.append((dataset, flavour, sub))
+    return out
 
 
 #: Plot file stem -> (histogram, y scale, what is counted). The lifetime-signed IP and its

@@ -210,8 +210,23 @@ def test_kept_maps_are_bounded_least_recently_used_first(tmp_path):
     assert list(kept._maps) == [str(paths[1]), str(paths[3])] and kept._bytes == 2000
     assert kept.get(paths[0], limit=500).data.to_pybytes() == bytes([0]) * 1000  # larger than the bound: not kept
     assert str(paths[0]) not in kept._maps
-    kept.get(paths[0], limit=0)  # 0: nothing kept
-    assert str(paths[0]) not in kept._maps
+    kept.get(paths[0], limit=0)  # 0: nothing kept ...
+    assert str(paths[0]) not in kept._maps and kept._bytes == 0  # ... and a lower bound applies at once
+
+
+def test_kept_maps_budget_follows_the_worker_memory_limit():
+    """In a Dask worker, kept maps take at most a tenth of its memory limit (they count in the
+    resident memory its monitor pauses the worker on); outside a worker, the fixed bound."""
+    from distributed import Client, LocalCluster
+
+    from jettracks.engines.base import KEPT_MAPS_SHARE, kept_maps_budget
+    from jettracks.io.column_cache import KEEP_MAPPED_BYTES
+
+    assert kept_maps_budget() == KEEP_MAPPED_BYTES
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="600MB",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        budget = client.submit(kept_maps_budget, pure=False).result()  # in a task, as chunks are read
+    assert budget == int(600e6 * KEPT_MAPS_SHARE) < KEEP_MAPPED_BYTES
 
 
 def test_clear_drops_the_kept_maps(tmp_path):

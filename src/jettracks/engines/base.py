@@ -295,6 +295,26 @@ class EngineResult:
 
 
 # -- reading and the guarded per-chunk call ------------------------------------------------------
+
+#: Share of a Dask worker's memory limit its kept cache maps may take (:func:`kept_maps_budget`).
+KEPT_MAPS_SHARE = 0.1
+
+
+def kept_maps_budget() -> int:
+    """Bytes of column-cache memory maps this process may keep between chunks and runs:
+    :data:`jettracks.io.column_cache.KEEP_MAPPED_BYTES`, and in a Dask worker with a memory
+    limit at most :data:`KEPT_MAPS_SHARE` of it. Mapped pages count in the resident memory
+    that the worker's memory monitor compares with the limit (pausing the worker at 80%)."""
+    from ..io.column_cache import KEEP_MAPPED_BYTES
+
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except Exception:  # noqa: BLE001 - not in a worker (serial backend, a notebook's own process)
+        return KEEP_MAPPED_BYTES
+    return min(KEEP_MAPPED_BYTES, int(limit * KEPT_MAPS_SHARE)) if limit else KEEP_MAPPED_BYTES
+
 @dataclass(frozen=True)
 class ChunkReader:
     """Opens a chunk as NanoEvents, as coffea's Runner does (``BaseSchema``, ``mode="virtual"``:
@@ -310,7 +330,8 @@ class ChunkReader:
         uproot_options: extra ``uproot.open`` options; by default the project's
             ``handler`` (:class:`jettracks.io.files.AutoSource`: direct XRootD for ``root://``).
         batch_bytes: target uncompressed bytes of a sub-batch when a processor declares a
-            column plan (:meth:`batches`; default 16 MiB).
+            column plan (:meth:`batches`; default
+            :data:`~jettracks.engines.reading.DEFAULT_BATCH_BYTES`, 128 MiB).
         cache_dir: a column cache directory (:mod:`jettracks.io.column_cache`) for
             :meth:`batches`, or None (default).
         cache_max_bytes: the cache's size bound (bytes), or None (unbounded).
@@ -388,7 +409,8 @@ class ChunkReader:
             return None
         from ..io.column_cache import ColumnCache
 
-        return ColumnCache(self.cache_dir, max_bytes=self.cache_max_bytes, compression=self.cache_compression)
+        return ColumnCache(self.cache_dir, max_bytes=self.cache_max_bytes, compression=self.cache_compression,
+                           keep_mapped_bytes=kept_maps_budget())
 
     @contextlib.contextmanager
     def __call__(self, spec: ChunkSpec) -> Iterator[Any]:

@@ -204,12 +204,12 @@ class _KeptMaps:
         data, identity = _map_local(path)
         mapped = _Mapped(identity, data)
         with self._lock:
-            if limit > 0 and data.size <= limit:
+            if 0 < data.size <= limit:
                 self._drop(name)
                 self._maps[name] = mapped
                 self._bytes += data.size
-                while self._bytes > limit:
-                    self._drop(next(iter(self._maps)))
+            while self._bytes > max(limit, 0):  # a lower bound than before applies at once
+                self._drop(next(iter(self._maps)))
         return mapped
 
     def forget(self, path: OutPath) -> None:
@@ -443,11 +443,15 @@ class ColumnCache:
             is not a cache.
         max_bytes: size bound (bytes); ``None``: unbounded.
         compression: Arrow IPC buffer compression, ``None`` (default), ``"lz4"`` or ``"zstd"``.
+        keep_mapped_bytes: bytes of entries' memory maps this process keeps between reads
+            (:class:`_KeptMaps`; default :data:`KEEP_MAPPED_BYTES`; 0: none).
     """
 
-    def __init__(self, root: str | os.PathLike | RemotePath, *, max_bytes: int | None = None, compression: str | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | RemotePath, *, max_bytes: int | None = None, compression: str | None = None,
+                 keep_mapped_bytes: int = KEEP_MAPPED_BYTES) -> None:
         self.root = _cache_root(root)
         self.max_bytes = max_bytes
+        self.keep_mapped_bytes = int(keep_mapped_bytes)
         if compression not in (None, "lz4", "zstd"):
             raise CacheError(f"cache compression must be none, lz4 or zstd, got {compression!r}")
         self.compression = compression
@@ -523,7 +527,7 @@ class ColumnCache:
                 ok = column_path.stat().st_size == int(record["bytes"])
                 data = _map(column_path) if ok else None
             elif ok:
-                mapped = _KEPT.get(column_path)
+                mapped = _KEPT.get(column_path, self.keep_mapped_bytes)
                 data = mapped.data
             ok = ok and data.size == int(record["bytes"]) and _checksum(data) == int(record["xxh3_64"])
         except (OSError, KeyError, TypeError, ValueError):

@@ -170,12 +170,11 @@ class ExecutorConfig(_Strict):
         cluster: extra options for the backend (jobqueue: cores, memory, walltime, ...).
         batch_mb: target uncompressed MiB of the heavy branches (PF candidates) a worker
             holds at once: a chunk is read and processed in sub-batches of about this size,
-            cut at basket boundaries (:mod:`jettracks.engines.reading`). Default 128 (~1,000
-            PFNano events of ~1,900 candidates): each sub-batch has a fixed cost of array
-            bookkeeping, its ML part and histograms; measured on 8,000 such events (chunks of
-            1,000, 2 workers), 64 -> 128 MiB: cached rerun 0.625 -> 0.525 s, first run
-            unchanged, peak worker memory 540 -> 630 MB. Lower it for workers with little
-            memory.
+            cut at basket boundaries (:mod:`jettracks.engines.reading`). Default 64: each
+            sub-batch costs a fixed ~60 ms of array bookkeeping, so at 16 MiB (~170 PFNano
+            events) a rerun from the column cache spent half its time there; measured on
+            3,000 realistic PFNano events (serial), 16 -> 64 MiB: first run -7% CPU, cached
+            rerun -45%, peak memory 410 -> 510 MB (about 2x the sub-batch's bytes).
         cache: a column cache directory (:mod:`jettracks.io.column_cache`) every worker
             sees: a path (local, a shared file system) or a ``root://`` URL (workers on
             hosts without a shared file system), or None (default): the columns a run
@@ -198,7 +197,7 @@ class ExecutorConfig(_Strict):
     xrootd_timeout: int = Field(default=60, ge=1, le=3600)
     engine: Literal["runner", "dask-awkward"] = "runner"
     cluster: dict[str, Any] = Field(default_factory=dict)
-    batch_mb: float = Field(default=128.0, gt=0, le=65536)
+    batch_mb: float = Field(default=64.0, gt=0, le=65536)
     cache: str | None = None
     cache_max_gb: float = Field(default=20.0, gt=0)
     cache_compression: Literal["none", "lz4", "zstd"] = "none"

@@ -331,7 +331,7 @@ class ChunkReader:
             ``handler`` (:class:`jettracks.io.files.AutoSource`: direct XRootD for ``root://``).
         batch_bytes: target uncompressed bytes of a sub-batch when a processor declares a
             column plan (:meth:`batches`; default
-            :data:`~jettracks.engines.reading.DEFAULT_BATCH_BYTES`, 128 MiB).
+            :data:`~jettracks.engines.reading.DEFAULT_BATCH_BYTES`, 64 MiB).
         cache_dir: a column cache directory (:mod:`jettracks.io.column_cache`) for
             :meth:`batches`, or None (default).
         cache_max_bytes: the cache's size bound (bytes), or None (unbounded).

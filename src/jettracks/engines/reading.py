@@ -44,15 +44,13 @@ __all__ = [
 #: Branches with fewer uncompressed bytes an entry than this are read for the whole chunk at once.
 LIGHT_BYTES_PER_ENTRY = 64
 
-#: Target uncompressed bytes of the heavy branches in one sub-batch (128 MiB: ~1,000 events
+#: Target uncompressed bytes of the heavy branches in one sub-batch (64 MiB: ~520 events
 #: at ~1,900 PF candidates an event with the ML columns' 16 branches; ``executor.batch_mb``).
-#: A chunk's resident memory grows by ~2x this. Each sub-batch has a fixed cost (array
-#: bookkeeping, one ML part, its histograms) that dominates a rerun from the column cache:
-#: 16 -> 64 MiB on 3,000 such events (serial): first run -7% CPU, cached rerun -45%, peak
-#: memory 410 -> 510 MB; 64 -> 128 MiB on 8,000 (chunks of 1,000, 2 workers, side by side):
-#: cached rerun 0.625 -> 0.525 s (best of 10), first run unchanged (5.47 vs 5.36 s, mean of
-#: 4), peak worker memory 540 -> 630 MB.
-DEFAULT_BATCH_BYTES = 128 << 20
+#: A chunk's resident memory grows by ~2x this. Each sub-batch has a fixed cost of ~60 ms
+#: (array bookkeeping, one ML part), which at 16 MiB was half of a rerun from the column
+#: cache; 16 -> 64 MiB on 3,000 such events: first run -7% CPU, cached rerun -45%,
+#: peak memory 410 -> 510 MB.
+DEFAULT_BATCH_BYTES = 64 << 20
 
 #: Branches that identify an entry (the last one of a sub-batch becomes ``previous_entry``).
 _ID_BRANCHES = ("run", "luminosityBlock", "lumi", "event")

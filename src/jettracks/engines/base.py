@@ -305,8 +305,12 @@ def kept_maps_budget() -> int:
     :data:`jettracks.io.column_cache.KEEP_MAPPED_BYTES`, and in a Dask worker with a memory
     limit at most :data:`KEPT_MAPS_SHARE` of it. Mapped pages count in the resident memory
     that the worker's memory monitor compares with the limit (pausing the worker at 80%)."""
+    import sys
+
     from ..io.column_cache import KEEP_MAPPED_BYTES
 
+    if "distributed" not in sys.modules:  # not a worker: not worth importing Dask (~0.3 s) to learn it
+        return KEEP_MAPPED_BYTES
     try:
         from distributed import get_worker
 

@@ -259,13 +259,12 @@ class CachedColumn:
         # Opened once for all the chunk's sub-batches (and, over a kept map, for later runs).
         # The arrays share the mapped buffers (zero-copy), which keep the mapping alive for as
         # long as they live.
-        if self._reader is None:
-            if self.mapped is not None:
-                if self.mapped.reader is None:
-                    self.mapped.reader = pa.ipc.open_file(self.mapped.data)
-                self._reader = self.mapped.reader
-            else:
-                self._reader = pa.ipc.open_file(self.data if self.data is not None else _map(self.path))
+        if self._reader is None and self.mapped is not None:
+            if self.mapped.reader is None:
+                self.mapped.reader = pa.ipc.open_file(self.mapped.data)
+            self._reader = self.mapped.reader
+        elif self._reader is None:
+            self._reader = pa.ipc.open_file(self.data if self.data is not None else _map(self.path))
         reader = self._reader
         for i, (lo, hi) in enumerate(self.batches):
             if start == stop and lo <= start <= hi:  # an empty range (a file without entries)

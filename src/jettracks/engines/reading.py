@@ -31,6 +31,7 @@ so (the engine adds them to the chunk's output).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -212,8 +213,9 @@ def read_batches(
             for w in writers.values():
                 w.abort()  # never raises an I/O error
             writers.clear()
-            notices.append(f"column cache {cache.root}: not written ({err.strerror or err}); "
-                           "chunks read from their files")
+            # errno's own words: pyarrow's strerror wraps them in its context
+            reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+            notices.append(f"column cache {cache.root}: not written ({reason}); chunks read from their files")
 
     def source() -> Any:
         if not tree:

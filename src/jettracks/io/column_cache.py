@@ -18,6 +18,8 @@ Layout of ``DIR``::
     <uuid>/<tree>/<start>-<stop>/<branch>.arrow   one column of one chunk (Arrow IPC file,
                                             one record batch per sub-batch)
     <uuid>/<tree>/<start>-<stop>/<branch>.json    its size and XXH3-64 checksum: written last
+                                            (and, for an integer column stored narrower
+                                            than the file's type, how: :class:`Narrowing`)
 
 Keys: the file's UUID (a changed file has a new UUID: it misses), the tree path,
 the chunk's entry range and the branch name. Correctness rules:
@@ -38,6 +40,10 @@ the chunk's entry range and the branch name. Correctness rules:
   again; a kept map is used only while the path names the same file, and the
   checksum is verified on every read all the same (:class:`_KeptMaps`).
 
+Integer columns whose values fit a narrower type are stored so and widened on read
+(:class:`Narrowing`): PFNano's four per-candidate flags take 1 byte a value instead of 4,
+25% of a PFNano cache (94.6 -> 71.0 kB an event with the ML columns).
+
 Format, measured on PFNano candidates (300 events, ``PFCands_pt``): Arrow IPC
 uncompressed 2.31 MB read in 0.40 ms, LZ4 1.99 MB in 1.17 ms, ZSTD 1.38 MB in
 2.33 ms; ``compression`` chooses (default ``None``: the cache exists for speed).
@@ -46,6 +52,7 @@ uncompressed 2.31 MB read in 0.40 ms, LZ4 1.99 MB in 1.17 ms, ZSTD 1.38 MB in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,7 +64,7 @@ from typing import Any
 from .atomic import atomic_path, write_text_atomic
 from .outfs import OutPath, RemotePath, out_path, remove_tree
 
-__all__ = ["MARKER", "CacheError", "CacheInfo", "CachedColumn", "ChunkKey", "ColumnCache", "ColumnWriter"]
+__all__ = ["MARKER", "CacheError", "CacheInfo", "CachedColumn", "ChunkKey", "ColumnCache", "ColumnWriter", "Narrowing"]
 
 #: The file that marks a directory as a jettracks column cache.
 MARKER = ".jettracks-cache"
@@ -242,12 +249,14 @@ class CachedColumn:
         batches: ``[start, stop)`` entry ranges of its record batches, in order.
         data: the file's bytes (a memory map, validated against the checksum record).
         mapped: the kept map :attr:`data` comes from (a local entry), whose reader is shared.
+        narrowed: how the entry stores a narrowed integer column (:class:`Narrowing`), or None.
     """
 
     path: OutPath
     batches: list[tuple[int, int]]
     data: Any = None
     mapped: _Mapped | None = None
+    narrowed: Narrowing | None = None
     _reader: Any = field(default=None, init=False, repr=False)
 
     def read(self, start: int, stop: int) -> Any:
@@ -268,7 +277,10 @@ class CachedColumn:
         reader = self._reader
         for i, (lo, hi) in enumerate(self.batches):
             if start == stop and lo <= start <= hi:  # an empty range (a file without entries)
-                return ak.from_arrow(reader.get_batch(i).column(0))[0:0]
+                column = reader.get_batch(i).column(0)
+                if self.narrowed is not None:
+                    return self.narrowed.widen(column)[0:0]
+                return ak.from_arrow(column)[0:0]
             if hi <= start or lo >= stop:
                 continue
             column = reader.get_batch(i).column(0)
@@ -278,7 +290,162 @@ class CachedColumn:
             raise CacheError(f"{self.path}: no batch covers entries [{start}, {stop})")
         # Joined as Arrow arrays (one buffer copy), then one conversion: ak.concatenate of
         # jagged arrays was a third of reading a sub-batch from the cache.
-        return arrow_to_awkward(parts[0] if len(parts) == 1 else pa.concat_arrays(parts))
+        joined = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+        if self.narrowed is not None:
+            return self.narrowed.widen(joined)
+        return arrow_to_awkward(joined)
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """An integer column stored in a narrower integer type than the file's, losslessly.
+
+    PFNano's per-candidate flags (``PFCands_charge``, ``_pvAssocQuality``,
+    ``_lostInnerHits``, ``_trkQuality``) are 32-bit integers holding values of a few bits:
+    a third of a PFNano chunk's cached bytes. An entry whose values all fit a narrower type
+    of the same kind (int8/int16 for signed, uint8/uint16 for unsigned) stores them so,
+    as plain Arrow (``int8`` or ``list<int8>``, offsets of the file's width), and is read
+    back widened to the file's type: the awkward array equals the file's (form and values).
+    Writing a fill's columns is mostly the kernel allocating page-cache pages (~3 us a page
+    on the VMs measured): fewer bytes, a cheaper first run and a smaller cache.
+
+    Attributes:
+        dtype: the file's numpy dtype (``"int32"``...), restored on read.
+        stored: the numpy dtype stored.
+        offsets: ``"i32"``/``"i64"``: the list offsets' width (a jagged column); None: flat.
+    """
+
+    dtype: str
+    stored: str
+    offsets: str | None
+
+    #: narrower candidate types per kind, narrowest first
+    _CANDIDATES = {"i": ("int8", "int16", "int32"), "u": ("uint8", "uint16", "uint32")}
+
+    def __post_init__(self) -> None:  # a record read back is checked as much as its column
+        import numpy as np
+
+        wide, stored = np.dtype(self.dtype), np.dtype(self.stored)
+        if (wide.kind not in "iu" or stored.kind != wide.kind or stored.itemsize >= wide.itemsize
+                or self.offsets not in (None, "i32", "i64")):
+            raise ValueError(f"not a narrowing: {self}")
+
+    @staticmethod
+    def parts(array: Any) -> tuple[Any, Any] | None:
+        """``(offsets or None, values)`` (numpy, offsets starting at 0 and values exactly
+        those they span) of a plain integer awkward array (numbers or a list of numbers,
+        no parameters, no missing values) wider than one byte; else None."""
+        import awkward as ak
+        import numpy as np
+
+        layout = ak.to_layout(array)
+        offsets = None
+        if isinstance(layout, ak.contents.ListOffsetArray) and not layout.parameters:
+            offsets = np.asarray(layout.offsets.data)
+            layout = layout.content
+            if len(offsets) and offsets[0] != 0:
+                layout = layout[offsets[0] : offsets[-1]]
+                offsets = offsets - offsets[0]
+            elif len(offsets):
+                layout = layout[: offsets[-1]]
+        if not (isinstance(layout, ak.contents.NumpyArray) and not layout.parameters
+                and layout.data.ndim == 1):
+            return None
+        values = np.asarray(layout.data)
+        if values.dtype.kind not in "iu" or values.dtype.itemsize == 1:
+            return None
+        return offsets, values
+
+    @classmethod
+    def of(cls, array: Any) -> Narrowing | None:
+        """The narrowing for ``array``'s values (None: not a plain integer array, or no
+        narrower type holds them)."""
+        found = cls.parts(array)
+        if found is None:
+            return None
+        offsets, values = found
+        stored = cls._narrowest(values)
+        if stored is None:
+            return None
+        return cls(values.dtype.name, stored, cls._width(offsets))
+
+    @staticmethod
+    def _width(offsets: Any) -> str | None:
+        import numpy as np
+
+        return None if offsets is None else ("i64" if offsets.dtype == np.int64 else "i32")
+
+    @classmethod
+    def _narrowest(cls, values: Any) -> str | None:
+        import numpy as np
+
+        if not len(values):
+            lo = hi = 0
+        else:
+            lo, hi = int(values.min()), int(values.max())
+        for name in cls._CANDIDATES[values.dtype.kind]:
+            if np.dtype(name).itemsize >= values.dtype.itemsize:
+                return None
+            info = np.iinfo(name)
+            if info.min <= lo and hi <= info.max:
+                return name
+        return None
+
+    def holds(self, array: Any) -> bool:
+        """Whether ``array`` (of the same form) fits the stored type."""
+        import numpy as np
+
+        found = self.parts(array)
+        if found is None or found[1].dtype.name != self.dtype or self._width(found[0]) != self.offsets:
+            return False
+        values = found[1]
+        if not len(values):
+            return True
+        info = np.iinfo(self.stored)
+        return info.min <= int(values.min()) and int(values.max()) <= info.max
+
+    def to_arrow(self, array: Any) -> Any:
+        """The narrowed Arrow array of ``array`` (which :meth:`holds`)."""
+        import pyarrow as pa
+
+        offsets, values = self.parts(array)
+        narrow = pa.array(values.astype(self.stored))
+        if offsets is None:
+            return narrow
+        if self.offsets == "i64":
+            return pa.LargeListArray.from_arrays(pa.array(offsets), narrow)
+        return pa.ListArray.from_arrays(pa.array(offsets), narrow)
+
+    def widen(self, array: Any) -> Any:
+        """The awkward array of a stored (narrowed) Arrow array: the file's type again.
+
+        Widened by Arrow (``pyarrow.compute.cast``), into its memory pool: numpy's ``astype``
+        would map fresh pages for every column of every sub-batch (Dask's workers set
+        ``MALLOC_TRIM_THRESHOLD_``, which pins glibc's mmap threshold at 128 kB), 5x slower
+        here (64 columns of 1M candidates: 0.23 against 0.04 s), where the pool reuses its pages.
+        """
+        import awkward as ak
+        import numpy as np
+
+        if self.offsets is None:
+            return ak.Array(ak.contents.NumpyArray(self._cast(array)))
+        width = np.int64 if self.offsets == "i64" else np.int32
+        offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        content = self._cast(array.values.slice(lo, hi - lo))  # .values: the whole child
+        if lo != 0:
+            offsets = offsets - offsets[0]
+        index = ak.index.Index64 if self.offsets == "i64" else ak.index.Index32
+        return ak.Array(ak.contents.ListOffsetArray(index(offsets), ak.contents.NumpyArray(content)))
+
+    def _cast(self, values: Any) -> Any:
+        """A primitive Arrow array of the stored type, as numpy of the file's type."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        wide = pc.cast(values, pa.from_numpy_dtype(np.dtype(self.dtype)))
+        return _values(wide, np.dtype(self.dtype))
 
 
 def arrow_to_awkward(array: Any) -> Any:
@@ -365,19 +532,48 @@ class ColumnWriter:
         self._writer: Any = None
         self._atomic = atomic_path(cache.column_path(key, branch))
         self._tmp: Path | None = None
+        #: the entry's :class:`Narrowing`, chosen from its first batch (None: stored as read)
+        self.narrowed: Narrowing | None = None
 
     def append(self, array: Any, start: int, stop: int) -> None:
         """Add entries ``[start, stop)`` (an awkward array of that length)."""
         import awkward as ak
         import pyarrow as pa
 
-        batch = pa.RecordBatch.from_arrays([ak.to_arrow(array, extensionarray=True)], ["values"])
         if self._writer is None:
-            self._tmp = self._atomic.__enter__()
+            self.narrowed = Narrowing.of(array) if self.cache.narrow else None
+        elif self.narrowed is not None and not self.narrowed.holds(array):
+            self._rewrite_wide()  # a later batch needs the file's type: rare, so done late
+        column = ak.to_arrow(array, extensionarray=True) if self.narrowed is None else self.narrowed.to_arrow(array)
+        self._write(pa.RecordBatch.from_arrays([column], ["values"]))
+        self._batches.append((int(start), int(stop)))
+
+    def _write(self, batch: Any) -> None:
+        import pyarrow as pa
+
+        if self._writer is None:
+            if self._tmp is None:
+                self._tmp = self._atomic.__enter__()
             options = pa.ipc.IpcWriteOptions(compression=self.cache.compression)
             self._writer = pa.ipc.new_file(str(self._tmp), batch.schema, options=options)
         self._writer.write_batch(batch)
-        self._batches.append((int(start), int(stop)))
+
+    def _rewrite_wide(self) -> None:
+        """Rewrite the batches written so far in the file's type and stop narrowing."""
+        import awkward as ak
+        import pyarrow as pa
+
+        assert self._tmp is not None and self.narrowed is not None
+        narrowed, self.narrowed = self.narrowed, None
+        self._writer.close()
+        self._writer = None
+        with pa.memory_map(str(self._tmp)) as source:
+            reader = pa.ipc.open_file(source)
+            stored = [narrowed.widen(reader.get_batch(i).column(0)) for i in range(reader.num_record_batches)]
+            wide = [pa.RecordBatch.from_arrays([ak.to_arrow(a, extensionarray=True)], ["values"]) for a in stored]
+        self._tmp.unlink()
+        for batch in wide:
+            self._write(batch)
 
     def commit(self) -> None:
         """Close the file, rename it into place, then write its checksum record.
@@ -392,6 +588,8 @@ class ColumnWriter:
             writer.close()
             record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(_map(self._tmp)),
                       "batches": self._batches, "branch": self.branch}
+            if self.narrowed is not None:
+                record["narrowed"] = dataclasses.asdict(self.narrowed)
         except BaseException:
             self._drop_temporary()
             raise
@@ -444,11 +642,14 @@ class ColumnCache:
         compression: Arrow IPC buffer compression, ``None`` (default), ``"lz4"`` or ``"zstd"``.
         keep_mapped_bytes: bytes of entries' memory maps this process keeps between reads
             (:class:`_KeptMaps`; default :data:`KEEP_MAPPED_BYTES`; 0: none).
+        narrow: store integer columns whose values fit a narrower type so (:class:`Narrowing`;
+            default True). Reading never depends on it: each entry's record says how it is stored.
     """
 
     def __init__(self, root: str | os.PathLike | RemotePath, *, max_bytes: int | None = None, compression: str | None = None,
-                 keep_mapped_bytes: int = KEEP_MAPPED_BYTES) -> None:
+                 keep_mapped_bytes: int = KEEP_MAPPED_BYTES, narrow: bool = True) -> None:
         self.root = _cache_root(root)
+        self.narrow = bool(narrow)
         self.max_bytes = max_bytes
         self.keep_mapped_bytes = int(keep_mapped_bytes)
         if compression not in (None, "lz4", "zstd"):
@@ -529,6 +730,7 @@ class ColumnCache:
                 mapped = _KEPT.get(column_path, self.keep_mapped_bytes)
                 data = mapped.data
             ok = ok and data.size == int(record["bytes"]) and _checksum(data) == int(record["xxh3_64"])
+            narrowed = Narrowing(**record["narrowed"]) if ok and record.get("narrowed") else None
         except (OSError, KeyError, TypeError, ValueError):
             ok = False
         if not ok:
@@ -539,7 +741,8 @@ class ColumnCache:
                 os.utime(record_path)  # least recently used = oldest record mtime
             except OSError:
                 pass
-        return CachedColumn(column_path, [(int(a), int(b)) for a, b in record["batches"]], data, mapped)
+        return CachedColumn(column_path, [(int(a), int(b)) for a, b in record["batches"]], data, mapped,
+                            narrowed)
 
     def writer(self, key: ChunkKey, branch: str) -> ColumnWriter:
         return ColumnWriter(self, key, branch)

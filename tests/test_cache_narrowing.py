@@ -9,6 +9,7 @@ whose bounds hold every value).
 from __future__ import annotations
 
 import json
+import zlib
 
 import awkward as ak
 import numpy as np
@@ -75,7 +76,7 @@ def _values(dtype: str, span: str, n: int, rng) -> np.ndarray:
 @pytest.mark.parametrize("span", ["tiny", "mid", "full"])
 @pytest.mark.parametrize("shape", ["flat", "jagged", "jagged32"])
 def test_narrowed_entries_read_back_as_written(tmp_path, dtype, span, shape):
-    rng = np.random.default_rng(abs(hash((dtype, span, shape))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{dtype}-{span}-{shape}".encode()))  # the same data every run
     cache = ColumnCache(tmp_path / "c")
     key = ChunkKey("u", "Events", 100, 160)
     batches = []
@@ -165,3 +166,30 @@ def test_a_damaged_narrowing_record_discards_the_entry(tmp_path, bad):
     cache.record_path(key, "b").write_text(json.dumps(record))
     assert cache.get(key, "b") is None
     assert not cache.column_path(key, "b").exists() and not cache.record_path(key, "b").exists()
+
+
+@pytest.mark.parametrize("edit", ["no_narrowing", "no_narrowed_checksum"])
+def test_a_narrowed_entry_is_never_read_as_the_stored_type(tmp_path, edit):
+    """A narrowed entry's record names its checksum ``xxh3_64_narrowed``: a reader that does
+    not know narrowing (an older jettracks: it reads ``xxh3_64``) finds no checksum and
+    discards the entry instead of serving int8 for int32. A record with only one of the
+    two keys is damage."""
+    cache = ColumnCache(tmp_path / "c")
+    key = ChunkKey("u", "Events", 0, 10)
+    _write(cache, key, [ak.Array(np.arange(10, dtype=np.int32))])
+    record = _record(cache, key)
+    assert "xxh3_64" not in record and "xxh3_64_narrowed" in record
+    if edit == "no_narrowing":
+        del record["narrowed"]
+    else:
+        del record["xxh3_64_narrowed"]
+    cache.record_path(key, "b").write_text(json.dumps(record))
+    assert cache.get(key, "b") is None and not cache.column_path(key, "b").exists()
+
+
+def test_wide_entries_keep_the_plain_checksum_key(tmp_path):
+    cache = ColumnCache(tmp_path / "c")
+    key = ChunkKey("u", "Events", 0, 10)
+    _write(cache, key, [ak.Array(np.arange(10, dtype=np.float32))])
+    record = _record(cache, key)
+    assert "xxh3_64" in record and "narrowed" not in record and "xxh3_64_narrowed" not in record

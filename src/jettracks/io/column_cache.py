@@ -19,7 +19,8 @@ Layout of ``DIR``::
                                             one record batch per sub-batch)
     <uuid>/<tree>/<start>-<stop>/<branch>.json    its size and XXH3-64 checksum: written last
                                             (and, for an integer column stored narrower
-                                            than the file's type, how: :class:`Narrowing`)
+                                            than the file's type, how: :class:`Narrowing`;
+                                            its checksum is then ``xxh3_64_narrowed``)
 
 Keys: the file's UUID (a changed file has a new UUID: it misses), the tree path,
 the chunk's entry range and the branch name. Correctness rules:
@@ -156,6 +157,11 @@ def _map_local(path: Path) -> tuple[Any, tuple[int, int, int, int]]:
             mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
     return pa.py_buffer(mapped), identity  # the buffer keeps the map alive while arrays use it
 
+
+#: The checksum's key in an entry's record; a narrowed entry's names it otherwise, so a
+#: jettracks that does not know narrowing (reading the stored type as the file's) finds no
+#: checksum and discards the entry instead of serving it.
+_CHECKSUM, _CHECKSUM_NARROWED = "xxh3_64", "xxh3_64_narrowed"
 
 #: Bytes of cache entries a process keeps mapped between chunks and runs (:class:`_KeptMaps`).
 KEEP_MAPPED_BYTES = 1 << 30
@@ -587,10 +593,12 @@ class ColumnWriter:
         assert self._tmp is not None
         try:
             writer.close()
-            record = {"bytes": self._tmp.stat().st_size, "xxh3_64": _checksum(_map(self._tmp)),
-                      "batches": self._batches, "branch": self.branch}
-            if self.narrowed is not None:
-                record["narrowed"] = dataclasses.asdict(self.narrowed)
+            checksum = _checksum(_map(self._tmp))
+            record = {"bytes": self._tmp.stat().st_size, "batches": self._batches, "branch": self.branch}
+            if self.narrowed is None:
+                record[_CHECKSUM] = checksum
+            else:
+                record.update({_CHECKSUM_NARROWED: checksum, "narrowed": dataclasses.asdict(self.narrowed)})
         except BaseException:
             self._drop_temporary()
             raise
@@ -730,8 +738,10 @@ class ColumnCache:
             elif ok:
                 mapped = _KEPT.get(column_path, self.keep_mapped_bytes)
                 data = mapped.data
-            ok = ok and data.size == int(record["bytes"]) and _checksum(data) == int(record["xxh3_64"])
-            narrowed = Narrowing(**record["narrowed"]) if ok and record.get("narrowed") else None
+            # either both (a narrowed entry) or neither: anything else is damage
+            narrowed = Narrowing(**record["narrowed"]) if _CHECKSUM_NARROWED in record or "narrowed" in record else None
+            checksum = record[_CHECKSUM_NARROWED if narrowed is not None else _CHECKSUM]
+            ok = ok and data.size == int(record["bytes"]) and _checksum(data) == int(checksum)
         except (OSError, KeyError, TypeError, ValueError):
             ok = False
         if not ok:

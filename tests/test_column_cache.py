@@ -170,7 +170,7 @@ def test_kept_map_never_serves_a_changed_entry(tmp_path, change):
     assert second is not None and second.mapped is first.mapped  # kept: mapped once
     st = path.stat()
     if change in ("flip_in_place", "flip_mtime_kept"):
-        with open(path, "r+b") as fh:  # the same file (inode): a kept MAP_SHARED map sees it
+        with open(path, "r+b") as fh:  # the same file (inode): a kept private map sees it (pages not written)
             fh.seek(st.st_size // 2)
             byte = fh.read(1)
             fh.seek(st.st_size // 2)
@@ -191,6 +191,39 @@ def test_kept_map_never_serves_a_changed_entry(tmp_path, change):
     again = cache.get(key, "x")
     assert again is not None and again.mapped is not first.mapped
     assert np.array_equal(ak.to_numpy(again.read(0, 5000)), values)
+
+
+@pytest.mark.parametrize("array", [
+    ak.Array(np.linspace(0.0, 1.0, 3000, dtype=np.float32)),
+    ak.Array([[0.5, 1.5], [], [2.5]] * 1000),
+    ak.Array(np.arange(-1500, 1500, dtype=np.int32) % 7),  # narrowed to int8, widened on read
+    ak.Array([[1, 2], [], [3]] * 1000),  # a narrowed list: its offsets come from the map
+], ids=["float32", "jagged-float64", "narrowed-int32", "narrowed-jagged-int64"])
+def test_cached_arrays_are_writable_like_the_files_and_writes_stay_private(tmp_path, array):
+    """Arrays read from the cache are writable, as uproot's are (numba types a read-only array
+    as another type: a cached run would compile every kernel again); a processor writing into
+    them changes its own copies of the pages, never the entry, and the kept map it wrote
+    into is mapped anew instead of the entry being discarded as damaged."""
+    import numba
+
+    cache = ColumnCache(tmp_path / "c")
+    key = ChunkKey("u", "Events", 0, len(array))
+    _write_entry(cache, key, "x", array)
+    path = cache.column_path(key, "x")
+    on_disk = path.read_bytes()
+    got = cache.get(key, "x").read(0, len(array))
+    assert ak.to_list(got) == ak.to_list(array)
+    buffers = [b for b in ak.to_buffers(got)[2].values() if b.size]
+    layout = got.layout
+    held = [layout.data] if isinstance(layout, ak.contents.NumpyArray) else [layout.offsets.data, layout.content.data]
+    for a in held:
+        assert a.flags.writeable
+        assert numba.typeof(a) == numba.typeof(np.empty(3, dtype=a.dtype))  # one type for the kernels
+        a[...] = a[::-1].copy()  # a careless processor, in place
+    assert buffers and path.read_bytes() == on_disk  # the entry never changes
+    again = cache.get(key, "x")  # the kept map holds written pages: mapped anew, not discarded
+    assert again is not None and path.exists()
+    assert ak.to_list(again.read(0, len(array))) == ak.to_list(array)
 
 
 def test_kept_maps_are_bounded_least_recently_used_first(tmp_path):

@@ -127,22 +127,27 @@ def _checksum(data: Any) -> int:
 
 
 def _map(path: OutPath) -> Any:
-    """The file's bytes as a zero-copy Arrow buffer over a read-only memory map (a remote
-    file: its bytes, downloaded). See :func:`_map_local`."""
+    """The file's bytes as a zero-copy Arrow buffer over a private memory map (a remote
+    file: its bytes, downloaded); writable either way. See :func:`_map_local`."""
     import pyarrow as pa
 
     if isinstance(path, RemotePath):
-        return pa.py_buffer(path.read_bytes())
+        return pa.py_buffer(bytearray(path.read_bytes()))
     return _map_local(path)[0]
 
 
 def _map_local(path: Path) -> tuple[Any, tuple[int, int, int, int]]:
-    """A local file's bytes (zero-copy Arrow buffer over a read-only memory map) and the
+    """A local file's bytes (zero-copy Arrow buffer over a private memory map) and the
     identity of the file mapped: ``(st_dev, st_ino, st_size, st_mtime_ns)`` of its descriptor.
 
-    Mapped with ``MAP_POPULATE`` where the platform has it: every entry is checksummed whole
-    right after, and the kernel fills the page table in one pass instead of one fault per
-    page (measured on cached columns: 8.6 against 7.0 GB/s, map and checksum together).
+    The map is private and writable (copy on write; ``MAP_PRIVATE`` where the platform has
+    it): arrays read from the cache are then writable like those uproot reads, so numba
+    kernels see one array type whichever the source (a read-only array is another type:
+    a cached rerun compiled or loaded every kernel's second specialization, ~30 ms a kernel
+    and worker), and a processor that writes into its input changes its own copy of a page,
+    never the file. Without ``MAP_POPULATE``: on a private writable map it would copy every
+    page; the faults of reading it cost what populating a shared map does (568 MB of
+    entries mapped and checksummed: 0.049 s either way).
     """
     import mmap
 
@@ -153,10 +158,7 @@ def _map_local(path: Path) -> tuple[Any, tuple[int, int, int, int]]:
         identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if st.st_size == 0:  # mmap refuses an empty file (its checksum fails)
             return pa.py_buffer(b""), identity
-        if not hasattr(mmap, "MAP_POPULATE"):  # not Linux
-            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        else:
-            mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
     return pa.py_buffer(mapped), identity  # the buffer keeps the map alive while arrays use it
 
 
@@ -187,7 +189,9 @@ class _KeptMaps:
     the checksum the rest); a worker reading the same entries again (the next run on the same
     cluster, a notebook's next cell) reuses the maps and its opened readers. A map is reused
     only while the path names the same file (device, inode, size and modification time as
-    when mapped); the checksum is verified on every use all the same.
+    when mapped); the checksum is verified on every use all the same. A map is private: pages
+    a processor wrote into (its arrays are writable) fail that check, and the entry is then
+    mapped anew from the file before it is judged (:meth:`ColumnCache.get`).
 
     At most :data:`KEEP_MAPPED_BYTES` are kept, the least recently used dropped first (a map
     arrays still use lives on until they go). Mapped pages count in the process's resident
@@ -266,6 +270,7 @@ class CachedColumn:
     mapped: _Mapped | None = None
     narrowed: Narrowing | None = None
     _reader: Any = field(default=None, init=False, repr=False)
+    _bytes: Any = field(default=None, init=False, repr=False)
 
     def read(self, start: int, stop: int) -> Any:
         """Entries ``[start, stop)`` as an awkward array (only the overlapping batches are read)."""
@@ -298,10 +303,19 @@ class CachedColumn:
             raise CacheError(f"{self.path}: no batch covers entries [{start}, {stop})")
         # Joined as Arrow arrays (one buffer copy), then one conversion: ak.concatenate of
         # jagged arrays was a third of reading a sub-batch from the cache.
-        joined = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+        joined = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)  # concat: new, writable
+        memory = self._memory() if len(parts) == 1 else None
         if self.narrowed is not None:
-            return self.narrowed.widen(joined)
-        return arrow_to_awkward(joined)
+            return self.narrowed.widen(joined, memory)
+        return arrow_to_awkward(joined, memory)
+
+    def _memory(self) -> Any:
+        """The entry's bytes as a writable numpy ``uint8`` array (see :func:`_numbers`)."""
+        if self._bytes is None:
+            data = self.mapped.data if self.mapped is not None else self.data
+            if data is not None and data.is_mutable:
+                self._bytes = np.frombuffer(data, dtype=np.uint8)
+        return self._bytes
 
 
 @dataclass(frozen=True)
@@ -398,8 +412,9 @@ class Narrowing:
             return pa.LargeListArray.from_arrays(pa.array(offsets), narrow)
         return pa.ListArray.from_arrays(pa.array(offsets), narrow)
 
-    def widen(self, array: Any) -> Any:
-        """The awkward array of a stored (narrowed) Arrow array: the file's type again.
+    def widen(self, array: Any, memory: Any = None) -> Any:
+        """The awkward array of a stored (narrowed) Arrow array: the file's type again
+        (``memory``: the entry's writable bytes, for the offsets; see :func:`_numbers`).
 
         Widened by Arrow (``pyarrow.compute.cast``), into its memory pool, which reuses its
         pages. numpy's ``astype`` goes through glibc, whose mmap threshold stays at 128 kB
@@ -411,7 +426,7 @@ class Narrowing:
 
         if self.offsets is None:
             return ak.Array(ak.contents.NumpyArray(self._cast(array)))
-        offsets = _list_offsets(array)
+        offsets = _list_offsets(array, memory)
         lo, hi = int(offsets[0]), int(offsets[-1])
         content = self._cast(array.values.slice(lo, hi - lo))  # .values: the whole child
         if lo != 0:
@@ -438,16 +453,34 @@ def _fits(dtype: str, lo: int, hi: int) -> bool:
     return info.min <= lo and hi <= info.max
 
 
-def _list_offsets(storage: Any) -> Any:
+def _list_offsets(storage: Any, memory: Any = None) -> Any:
     """The offsets of an Arrow list array (``list`` or ``large_list``), zero-copy, as far as
-    the array's own slice spans."""
+    the array's own slice spans (``memory``: see :func:`_numbers`)."""
     import pyarrow as pa
 
     width = np.int64 if pa.types.is_large_list(storage.type) else np.int32
-    return np.frombuffer(storage.buffers()[1], dtype=width)[storage.offset : storage.offset + len(storage) + 1]
+    return _numbers(storage.buffers()[1], width, storage.offset, len(storage) + 1, memory)
 
 
-def arrow_to_awkward(array: Any) -> Any:
+def _numbers(buffer: Any, dtype: Any, first: int, count: int, memory: Any = None) -> Any:
+    """``count`` numbers of ``dtype`` from index ``first`` of an Arrow buffer, zero-copy.
+
+    Arrow's IPC reader hands out read-only slices of the entry's bytes even where those are
+    writable (a private map): given the entry's bytes as a writable ``uint8`` array
+    (``memory``), a buffer lying in it is viewed through it instead, so cached arrays are
+    writable like the ones uproot reads (numba compiles a read-only array as another type).
+    Any other buffer is viewed as it is.
+    """
+    dtype = np.dtype(dtype)
+    if memory is not None:
+        lo = buffer.address - memory.ctypes.data + first * dtype.itemsize
+        hi = lo + count * dtype.itemsize
+        if 0 <= lo and hi <= memory.size and lo % dtype.alignment == 0:
+            return memory[lo:hi].view(dtype)
+    return np.frombuffer(buffer, dtype=dtype)[first : first + count]
+
+
+def arrow_to_awkward(array: Any, memory: Any = None) -> Any:
     """``ak.from_arrow(array)`` of one cached column, built straight on its buffers when its
     form is a plain one (numbers, or a list of numbers, without missing values or parameters).
 
@@ -455,6 +488,7 @@ def arrow_to_awkward(array: Any) -> Any:
     (~0.5 ms a column, and a sub-batch reads ~16). The form comes from ``ak.from_arrow``
     itself, once per Arrow type (:func:`_plain_form`), so the result's form and values are
     those of ``ak.from_arrow`` (tested on every column of caches built from real files).
+    ``memory``: the bytes ``array`` was read from, writable (:func:`_numbers`), or None.
     """
     import awkward as ak
 
@@ -464,20 +498,19 @@ def arrow_to_awkward(array: Any) -> Any:
     dtype, offsets_dtype = form
     storage = getattr(array, "storage", array)
     if offsets_dtype is None:
-        return ak.Array(ak.contents.NumpyArray(_values(storage, dtype)))
-    offsets = _list_offsets(storage)
+        return ak.Array(ak.contents.NumpyArray(_values(storage, dtype, memory)))
+    offsets = _list_offsets(storage, memory)
     child = storage.values
-    content = _values(getattr(child, "storage", child), dtype)
+    content = _values(getattr(child, "storage", child), dtype, memory)
     index = ak.index.Index64 if offsets_dtype == "i64" else ak.index.Index32
     offsets = offsets.astype(np.int64 if offsets_dtype == "i64" else np.int32, copy=False)
     return ak.Array(ak.contents.ListOffsetArray(index(offsets), ak.contents.NumpyArray(content)))
 
 
-def _values(array: Any, dtype: Any) -> Any:
-    """The numbers of a primitive Arrow array (zero-copy view of its data buffer)."""
-    import numpy as np
-
-    return np.frombuffer(array.buffers()[1], dtype=dtype)[array.offset : array.offset + len(array)]
+def _values(array: Any, dtype: Any, memory: Any = None) -> Any:
+    """The numbers of a primitive Arrow array (zero-copy view of its data buffer; ``memory``:
+    see :func:`_numbers`)."""
+    return _numbers(array.buffers()[1], dtype, array.offset, len(array), memory)
 
 
 _PLAIN_FORMS: dict[bytes, Any] = {}
@@ -730,8 +763,16 @@ class ColumnCache:
                 data = mapped.data
             # either both (a narrowed entry) or neither: anything else is damage
             narrowed = Narrowing(**record["narrowed"]) if _CHECKSUM_NARROWED in record or "narrowed" in record else None
-            checksum = record[_CHECKSUM_NARROWED if narrowed is not None else _CHECKSUM]
-            ok = ok and data.size == int(record["bytes"]) and _checksum(data) == int(checksum)
+            checksum = int(record[_CHECKSUM_NARROWED if narrowed is not None else _CHECKSUM])
+            size = int(record["bytes"])
+            ok = ok and data.size == size and _checksum(data) == checksum
+            if not ok and mapped is not None:
+                # A kept map is private: an earlier run's processor may have written into
+                # arrays over it (its own copies of those pages). The file judges, mapped anew.
+                _KEPT.forget(column_path)
+                mapped = _KEPT.get(column_path, self.keep_mapped_bytes)
+                data = mapped.data
+                ok = data.size == size and _checksum(data) == checksum
         except (OSError, KeyError, TypeError, ValueError):
             ok = False
         if not ok:

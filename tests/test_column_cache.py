@@ -226,6 +226,30 @@ def test_cached_arrays_are_writable_like_the_files_and_writes_stay_private(tmp_p
     assert ak.to_list(again.read(0, len(array))) == ak.to_list(array)
 
 
+def test_strict_overcommit_maps_entries_read_only(tmp_path, monkeypatch):
+    """Where the kernel refuses a private writable map (``ENOMEM`` under a strict commit
+    limit), the entry is mapped read-only and served: a refused map is not damage."""
+    import errno
+    import mmap
+
+    real = mmap.mmap
+
+    def strict(fileno, length, *args, **kwargs):
+        if kwargs.get("access") == mmap.ACCESS_COPY:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        return real(fileno, length, *args, **kwargs)
+
+    cache = ColumnCache(tmp_path / "c")
+    key = ChunkKey("strict", "Events", 0, 100)
+    values = np.arange(100, dtype=np.float32)
+    _write_entry(cache, key, "x", values)
+    monkeypatch.setattr(mmap, "mmap", strict)
+    col = cache.get(key, "x")
+    assert col is not None and cache.column_path(key, "x").exists()
+    got = ak.to_numpy(col.read(0, 100))
+    assert np.array_equal(got, values) and not got.flags.writeable
+
+
 def test_kept_maps_are_bounded_least_recently_used_first(tmp_path):
     from jettracks.io.column_cache import _KeptMaps
 

@@ -148,7 +148,12 @@ def _map_local(path: Path) -> tuple[Any, tuple[int, int, int, int]]:
     never the file. Without ``MAP_POPULATE``: on a private writable map it would copy every
     page; the faults of reading it cost what populating a shared map does (568 MB of
     entries mapped and checksummed: 0.049 s either way).
+
+    A private writable map counts against the commit limit where the kernel enforces one
+    (``vm.overcommit_memory=2``, on some batch nodes); refused there (``ENOMEM``), the file
+    is mapped shared and read-only instead: the same bytes, read-only arrays.
     """
+    import errno
     import mmap
 
     import pyarrow as pa
@@ -158,7 +163,12 @@ def _map_local(path: Path) -> tuple[Any, tuple[int, int, int, int]]:
         identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if st.st_size == 0:  # mmap refuses an empty file (its checksum fails)
             return pa.py_buffer(b""), identity
-        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        except OSError as err:
+            if err.errno != errno.ENOMEM:
+                raise
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     return pa.py_buffer(mapped), identity  # the buffer keeps the map alive while arrays use it
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import types
@@ -581,3 +582,20 @@ def test_a_run_finalizes_and_resumes_without_redoing_or_doubling(small_sample, t
     rows = _finalized(tmp_path / "run" / "ml")
     assert len(rows) == again.report["ml_dataset"]["rows"] == sum(f["selected_jets"] for f in again.cutflow.values())
     assert not rows.duplicated(["run", "lumi", "event", "jet_index"]).any()
+
+
+def test_parts_are_raw_on_disk_and_compressed_to_leave_it(tmp_path):
+    """A part on a disk is written raw (the client reads it back at once); one carried through
+    Dask is compressed on the way (``part_bytes``), the same table in fewer bytes."""
+    n = 20_000
+    cols = {"jet_pt": np.zeros(n, dtype=np.float32), "jet_eta": np.linspace(-2.0, 2.0, n, dtype=np.float32)}
+    auto = mldata.write_part(tmp_path, "part-auto.arrow", cols)
+    raw = mldata.write_part(tmp_path, "part-raw.arrow", cols, compression=None)
+    lz4 = mldata.write_part(tmp_path, "part-lz4.arrow", cols, compression="lz4")
+    size = {k: os.path.getsize(p) for k, p in (("auto", auto), ("raw", raw), ("lz4", lz4))}
+    assert size["auto"] == size["raw"] >= 8 * n  # no codec: at least the values' bytes
+    assert size["lz4"] < size["raw"] * 0.75
+    shipped = mldata.part_bytes(auto)
+    assert len(shipped) < size["raw"] * 0.75
+    got = pa.ipc.open_file(pa.py_buffer(shipped)).read_all()
+    assert got.equals(mldata.read_part(auto)) and got.equals(mldata.read_part(lz4))

@@ -544,9 +544,10 @@ def _run_chunk_shipping_parts(processor: Any, spec: ChunkSpec, read_events: Any,
         parts = (out or {}).get("ml_parts") if isinstance(out, dict) else None
         if parts:
             payload: dict[str, bytes] = {}
-            for p in parts:
-                with open(p, "rb") as f:
-                    payload[os.path.join(client_dir, os.path.basename(p))] = f.read()
+            from ..io.mldata import part_bytes
+
+            for p in parts:  # compressed on the way: bytes count against the limit
+                payload[os.path.join(client_dir, os.path.basename(p))] = part_bytes(p)
             size = sum(len(b) for b in payload.values())
             if size > limit:
                 return None, ChunkRecord(

@@ -34,7 +34,7 @@ from .outfs import RemotePath, out_path, readable
 
 __all__ = [
     "COLUMNS", "Column", "ContentHash", "PartScanner", "event_fold", "event_split", "finalize", "jet_columns",
-    "key_hash", "part_available", "read_part", "refinalize", "write_part",
+    "key_hash", "part_available", "part_bytes", "read_part", "refinalize", "write_part",
 ]
 
 SPLITS = ("train", "validation", "test")
@@ -396,13 +396,21 @@ def _to_arrow(values: Any) -> Any:
     return ak.to_arrow(values, extensionarray=False, list_to32=True)
 
 
-def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any]) -> str:
+def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any], *,
+               compression: str | None = "auto") -> str:
     """Write one part atomically (temporary name, then rename); return its path.
 
-    The part is an Arrow IPC file (LZ4 buffers): ``name`` must end in :data:`PART_SUFFIX`.
-    Parts live only until finalize reads them, and IPC writes and reads them far faster
-    than Parquet (measured on 11 parts, 15.7k jets: write 29 vs 79 ms, read 10 vs 32 ms,
-    10.1 vs 9.0 MB, both LZ4): its buffers are the arrays' own, with no encoding pass.
+    The part is an Arrow IPC file: ``name`` must end in :data:`PART_SUFFIX`. Parts live
+    only until finalize reads them, and IPC writes and reads them far faster than Parquet
+    (measured on 11 parts, 15.7k jets: write 29 vs 79 ms, read 10 vs 32 ms, 10.1 vs 9.0 MB,
+    both LZ4): its buffers are the arrays' own, with no encoding pass.
+
+    ``compression`` (keyword-only): the buffers' codec, ``None`` or ``"lz4"``; ``"auto"``
+    (default): :data:`PART_COMPRESSION` for a ``root://`` directory (the part is uploaded),
+    none on a disk (local or shared), where the client reads it back at once: a cached
+    rerun's 16 parts were 11.4 MB with LZ4 against 16.2 MB raw, and the client read them in
+    0.037 s against 0.009 s, while the workers used its cores. Parts carried back through
+    Dask are compressed on the way (:func:`part_bytes`).
 
     A column without missing values is written as a non-nullable Arrow field
     (every column, as :func:`jet_columns` makes them): readers then see plain
@@ -426,11 +434,26 @@ def write_part(ml_dir: str | os.PathLike, name: str, columns: Mapping[str, Any])
         if np.any(np.diff(code) < 0):
             table = table.take(pa.array(np.argsort(code, kind="stable")))
     final = os.path.join(ml_dir, name)
-    options = pa.ipc.IpcWriteOptions(compression=PART_COMPRESSION)
+    if compression == "auto":
+        compression = PART_COMPRESSION if isinstance(out_path(final), RemotePath) else None
+    options = pa.ipc.IpcWriteOptions(compression=compression)
     with atomic_path(final) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
             pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return final
+
+
+def part_bytes(path: str | os.PathLike) -> bytes:
+    """A local part's file as bytes to carry through Dask (``output.transfer: dask``), its
+    buffers compressed with :data:`PART_COMPRESSION` (re-encoded when written without):
+    the same table, fewer bytes against ``output.transfer_mb``."""
+    import pyarrow as pa
+
+    table = read_part(path)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=PART_COMPRESSION)) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def read_part(path: Any) -> Any:
@@ -510,7 +533,8 @@ ROWS_PER_FILE = 250_000
 #: Compression of the finalized files: zstd is ~14 % smaller than lz4; lz4 decodes ~35 % faster,
 #: which a loader does not see (decoding is < 10 % of its time).
 COMPRESSION = "zstd"
-#: Compression of the per-chunk parts' Arrow IPC buffers (read once, by finalize).
+#: Compression of the per-chunk parts' Arrow IPC buffers where they leave the machine
+#: (a ``root://`` output directory, Dask transfer); on a disk they are written raw (:func:`write_part`).
 PART_COMPRESSION = "lz4"
 #: Suffix of the per-chunk parts (Arrow IPC files); parts of older versions end in ``.parquet``.
 PART_SUFFIX = ".arrow"

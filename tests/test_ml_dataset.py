@@ -585,17 +585,42 @@ def test_a_run_finalizes_and_resumes_without_redoing_or_doubling(small_sample, t
 
 
 def test_parts_are_raw_on_disk_and_compressed_to_leave_it(tmp_path):
-    """A part on a disk is written raw (the client reads it back at once); one carried through
-    Dask is compressed on the way (``part_bytes``), the same table in fewer bytes."""
+    """A part on a disk is written raw (the client reads it back at once); one that will be
+    carried through Dask (``parts_leave_the_machine``) is compressed: the same table in
+    fewer bytes."""
     n = 20_000
     cols = {"jet_pt": np.zeros(n, dtype=np.float32), "jet_eta": np.linspace(-2.0, 2.0, n, dtype=np.float32)}
     auto = mldata.write_part(tmp_path, "part-auto.arrow", cols)
     raw = mldata.write_part(tmp_path, "part-raw.arrow", cols, compression=None)
     lz4 = mldata.write_part(tmp_path, "part-lz4.arrow", cols, compression="lz4")
-    size = {k: os.path.getsize(p) for k, p in (("auto", auto), ("raw", raw), ("lz4", lz4))}
-    assert size["auto"] == size["raw"] >= 8 * n  # no codec: at least the values' bytes
-    assert size["lz4"] < size["raw"] * 0.75
-    shipped = mldata.part_bytes(auto)
-    assert len(shipped) < size["raw"] * 0.75
-    got = pa.ipc.open_file(pa.py_buffer(shipped)).read_all()
-    assert got.equals(mldata.read_part(auto)) and got.equals(mldata.read_part(lz4))
+    with mldata.parts_leave_the_machine():
+        shipped = mldata.write_part(tmp_path, "part-shipped.arrow", cols)
+    after = mldata.write_part(tmp_path, "part-after.arrow", cols)  # the setting ends with the block
+    size = {k: os.path.getsize(p) for k, p in (("auto", auto), ("raw", raw), ("lz4", lz4), ("shipped", shipped),
+                                                ("after", after))}
+    assert size["auto"] == size["raw"] == size["after"] >= 8 * n  # no codec: at least the values' bytes
+    assert size["shipped"] == size["lz4"] < size["raw"] * 0.75
+    table = mldata.read_part(auto)
+    assert all(mldata.read_part(p).equals(table) for p in (raw, lz4, shipped))
+
+
+def test_parts_carried_through_dask_are_compressed(tmp_path, monkeypatch):
+    """``output.transfer: dask``: the worker writes its chunk's parts to a local directory and
+    ships their bytes; those bytes are LZ4 (they count against ``transfer_mb``)."""
+    import types
+
+    from jettracks.engines import base
+
+    cols = {"jet_pt": np.zeros(20_000, dtype=np.float32)}
+
+    def chunk_writing_a_part(proc, spec, read_events, checkpointer, retries):
+        return {"ml_parts": [mldata.write_part(proc.ml_dir, "part-x.arrow", cols)]}, types.SimpleNamespace(payload=None)
+
+    monkeypatch.setattr(base, "run_chunk", chunk_writing_a_part)
+    client_dir = str(tmp_path / "client")
+    out, record = base._run_chunk_shipping_parts(
+        types.SimpleNamespace(ml_dir=client_dir), None, base.ChunkReader(transfer_bytes=1 << 30), 0, 1 << 30)
+    shipped = record.payload[os.path.join(client_dir, "part-x.arrow")]
+    lz4 = mldata.write_part(tmp_path, "part-lz4.arrow", cols, compression="lz4")
+    assert len(shipped) == os.path.getsize(lz4)
+    assert pa.ipc.open_file(pa.py_buffer(shipped)).read_all().equals(mldata.read_part(lz4))

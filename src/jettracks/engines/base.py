@@ -540,14 +540,16 @@ def _run_chunk_shipping_parts(processor: Any, spec: ChunkSpec, read_events: Any,
         mine = copy.copy(processor)
         mine.ml_dir = local
         plain = dataclasses.replace(read_events, transfer_bytes=None)
-        out, record = run_chunk(mine, spec, plain, None, retries)
+        from ..io.mldata import parts_leave_the_machine
+
+        with parts_leave_the_machine():  # compressed: their bytes count against the limit
+            out, record = run_chunk(mine, spec, plain, None, retries)
         parts = (out or {}).get("ml_parts") if isinstance(out, dict) else None
         if parts:
             payload: dict[str, bytes] = {}
-            from ..io.mldata import part_bytes
-
-            for p in parts:  # compressed on the way: bytes count against the limit
-                payload[os.path.join(client_dir, os.path.basename(p))] = part_bytes(p)
+            for p in parts:
+                with open(p, "rb") as f:
+                    payload[os.path.join(client_dir, os.path.basename(p))] = f.read()
             size = sum(len(b) for b in payload.values())
             if size > limit:
                 return None, ChunkRecord(

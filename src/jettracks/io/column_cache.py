@@ -142,9 +142,9 @@ def _map_local(path: Path) -> tuple[Any, tuple[int, int, int, int]]:
 
     The map is private and writable (copy on write; ``MAP_PRIVATE`` where the platform has
     it): arrays read from the cache are then writable like those uproot reads, so numba
-    kernels see one array type whichever the source (a read-only array is another type:
-    a cached rerun compiled or loaded every kernel's second specialization, ~30 ms a kernel
-    and worker), and a processor that writes into its input changes its own copy of a page,
+    kernels see one array type whichever the source (a read-only array is another type: a
+    worker's first cached run loaded each kernel's second specialization from numba's cache,
+    the association kernel's ~30 ms a worker in a profile), and a processor that writes into its input changes its own copy of a page,
     never the file. Without ``MAP_POPULATE``: on a private writable map it would copy every
     page; the faults of reading it cost what populating a shared map does (568 MB of
     entries mapped and checksummed: 0.049 s either way).
@@ -774,15 +774,18 @@ class ColumnCache:
             # either both (a narrowed entry) or neither: anything else is damage
             narrowed = Narrowing(**record["narrowed"]) if _CHECKSUM_NARROWED in record or "narrowed" in record else None
             checksum = int(record[_CHECKSUM_NARROWED if narrowed is not None else _CHECKSUM])
-            size = int(record["bytes"])
-            ok = ok and data.size == size and _checksum(data) == checksum
+
+            def intact(data: Any) -> bool:  # the size first: a shorter file is never touched
+                return data.size == int(record["bytes"]) and _checksum(data) == checksum
+
+            ok = ok and intact(data)
             if not ok and mapped is not None:
                 # A kept map is private: an earlier run's processor may have written into
                 # arrays over it (its own copies of those pages). The file judges, mapped anew.
                 _KEPT.forget(column_path)
                 mapped = _KEPT.get(column_path, self.keep_mapped_bytes)
                 data = mapped.data
-                ok = data.size == size and _checksum(data) == checksum
+                ok = intact(data)
         except (OSError, KeyError, TypeError, ValueError):
             ok = False
         if not ok:

@@ -556,11 +556,11 @@ class JetTrackProcessor(processor.ProcessorABC):
                 mode=self.assignment,
                 trk_mask=mask,
             )
-        cols = {
-            f: ak.to_numpy(tracks_flat[f])[index]
-            for f in (*readers.base.TRACK_FIELDS, *readers.base.OPTIONAL_TRACK_FIELDS)
+        # NaN for unmeasured impact parameters here, on the associated tracks only.
+        cols = batch.gather_tracks(index, [
+            f for f in (*readers.base.TRACK_FIELDS, *readers.base.OPTIONAL_TRACK_FIELDS)
             if f in tracks_flat.fields  # fields only the ML columns use may be unread
-        }
+        ])
         cols["dr"] = dr.astype(np.float32)
         if batch.links is not None and "sip3d" in batch.links.fields:
             cols.update(_link_values(batch.links, jets, n_sel_per_event, n_per_jet, index, trk_offsets))

@@ -349,6 +349,10 @@ def test_dxy_histograms_equal_raw_fill_without_fill_values(processed, stem):
         assert mine.values(flow=True)[0] == own.values(flow=True)[0]
         valid_ml = ak.to_numpy(ak.flatten(ml["track_dxy_err"])) > 0
         assert not np.any(ak.to_numpy(ak.flatten(ml["track_dxy"]))[valid_ml] == -1)
+        # The ML columns: NaN exactly where the track has no details (the reader's -1 fills).
+        assert 0 < (~valid_ml).sum() < len(valid_ml)
+        for col in ("track_dxy", "track_dz", "track_dz_err", "track_trk_chi2"):
+            assert np.array_equal(np.isnan(ak.to_numpy(ak.flatten(ml[col]))), ~valid_ml), col
 
 
 @needs_cms
@@ -698,24 +702,58 @@ def test_cli_run_bad_file_exit_code_1(tmp_path):
 
 
 @pytest.mark.parametrize("errors_dtype", [np.float32, np.float64])
-def test_pfnano_unmeasured_fill_equals_numpy(errors_dtype):
-    """The compiled NaN fill of the PFNano reader against numpy: NaN exactly where the error is
-    not > 0 (``-1`` fills, 0, negative, NaN), the value (as float32) elsewhere, a new array."""
-    from jettracks.readers.pfnano import nan_where_unmeasured
+def test_gather_tracks_masks_unmeasured_like_numpy(errors_dtype):
+    """``EventBatch.gather_tracks`` against numpy: at the gathered positions (unsorted, repeated),
+    the ``unmasked`` fields are NaN exactly where the error is not > 0 (``-1`` fills, 0,
+    negative, NaN), their value elsewhere; other fields keep their values everywhere."""
+    from jettracks.readers.base import EventBatch, jagged_records
 
     rng = np.random.default_rng(7)
     n = 10_001
-    values = rng.normal(0, 0.1, n).astype(np.float64)
-    errors = rng.choice(np.array([-1.0, 0.0, -0.5, np.nan, 0.01, 0.2, np.inf]), n).astype(errors_dtype)
-    got = nan_where_unmeasured(values, errors)
+    fields = {
+        "pt": rng.uniform(0.5, 50, n).astype(np.float32),
+        "dxy": rng.normal(0, 0.1, n).astype(np.float32),
+        "dz": rng.normal(0, 1, n).astype(np.float32),
+        "dxy_err": rng.choice(np.array([-1.0, 0.0, -0.5, np.nan, 0.01, 0.2, np.inf]), n).astype(errors_dtype),
+    }
+    per_event = np.array([n - 1, 0, 1])
+    batch = EventBatch(run=np.zeros(3, np.int64), lumi=np.zeros(3, np.int64), event=np.arange(3, dtype=np.uint64),
+                       jets=ak.Array([[], [], []]), tracks=jagged_records(fields, per_event), unmasked=("dxy", "dz"))
+    index = rng.integers(0, n, 3 * n)
     with np.errstate(invalid="ignore"):
-        expected = np.where(errors > 0, values.astype(np.float32), np.float32(np.nan))
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, expected)
-    assert np.isnan(got).sum() == int((~(errors > 0)).sum())
-    read_only = values.astype(np.float32)
-    read_only.flags.writeable = False
-    out = nan_where_unmeasured(read_only[::2], errors[::2])  # strided, read-only input
-    np.testing.assert_array_equal(out, np.where(errors[::2] > 0, read_only[::2], np.float32(np.nan)))
-    with pytest.raises(ValueError, match="one length"):
-        nan_where_unmeasured(values[:3], errors[:4])
+        unmeasured = ~(fields["dxy_err"][index] > 0)
+    assert 0 < unmeasured.sum() < len(index)
+    got = batch.gather_tracks(index)
+    assert set(got) == set(fields)
+    for f, values in fields.items():
+        want = values[index]
+        if f in batch.unmasked:
+            want = np.where(unmeasured, np.float32(np.nan), want)
+            assert np.array_equal(np.isnan(got[f]), unmeasured)
+        assert got[f].dtype == values.dtype
+        np.testing.assert_array_equal(got[f], want)
+    # A field alone is masked by the error all the same.
+    np.testing.assert_array_equal(batch.gather_tracks(index, ["dz"])["dz"], np.where(unmeasured, np.nan, fields["dz"][index]).astype(np.float32))
+    with pytest.raises(ValueError, match="event-level tracks"):
+        EventBatch(run=batch.run, lumi=batch.lumi, event=batch.event, jets=batch.jets).gather_tracks(index)
+
+
+@needs_cms
+def test_pfnano_fills_read_as_nan_through_gather_tracks():
+    """The real PFNano file: the reader leaves the ``-1`` fills of dxy/dz/dz_err/trk_chi2 in the
+    batch (listed in ``unmasked``); gathering them gives NaN exactly where ``PFCands_d0Err`` is
+    not > 0 and the stored value elsewhere (compared with uproot's arrays)."""
+    tree = real_tree("pfnano")
+    reader = readers.get("pfnano")
+    batch = reader.read(tree.arrays(reader.branches(set(tree.keys()))))
+    raw = tree.arrays(["PFCands_d0", "PFCands_d0Err", "PFCands_dz", "PFCands_dzErr", "PFCands_trkChi2"])
+    err = ak.to_numpy(ak.flatten(raw.PFCands_d0Err)).astype(np.float32)
+    unmeasured = ~(err > 0)
+    assert 0 < unmeasured.sum() < len(err)
+    assert set(batch.unmasked) == {"dxy", "dz", "dz_err", "trk_chi2"}
+    got = batch.gather_tracks(np.arange(len(err)))
+    for field, branch in (("dxy", "PFCands_d0"), ("dz", "PFCands_dz"), ("dz_err", "PFCands_dzErr"),
+                          ("trk_chi2", "PFCands_trkChi2")):
+        stored = ak.to_numpy(ak.flatten(raw[branch])).astype(np.float32)
+        assert np.any(stored[unmeasured] == -1), field  # the fills are there to be masked
+        np.testing.assert_array_equal(got[field], np.where(unmeasured, np.float32(np.nan), stored), err_msg=field)

@@ -18,7 +18,9 @@ Tracks come in one of two shapes:
 
 - event-level ``EventBatch.tracks``: jagged ``[event][track]`` records with
   ``pt, eta, phi, charge, dxy, dxy_err, dz`` (dxy/dz in cm, signed; ``dxy_err <= 0``
-  or NaN marks "no measurement") — associated to jets by the ΔR kernel;
+  or NaN marks "no measurement", where dxy/dz are NaN, or still the format's fill for
+  the fields listed in ``EventBatch.unmasked``: read those through
+  ``EventBatch.gather_tracks``) — associated to jets by the ΔR kernel;
 - per-jet ``EventBatch.jet_tracks``: jagged ``[event][jet][track]`` with the same
   fields plus ``dr`` (ΔR to the jet as stored in the file) — formats whose
   tracks are already stored per jet; or, instead, ``EventBatch.stored_tracks``: the
@@ -81,6 +83,11 @@ class EventBatch:
         gen_weight: per-event generator weight (``genWeight``), where the format has it.
         n_entries: tree entries read (events, or jets for per-jet formats).
         notices: one-line remarks for the run report (e.g. "no track collection").
+        unmasked: fields of ``tracks`` that still hold the format's fill where the track has
+            no measurement (``dxy_err`` not > 0, e.g. PFNano's ``-1``): read their values
+            through :meth:`gather_tracks`, which gives NaN there. A reader leaves them so
+            because only the tracks associated to jets (a few % of PF candidates) need the
+            NaN, and masking all of them was 14% of a cached rerun's chunks.
     """
 
     run: np.ndarray
@@ -97,10 +104,32 @@ class EventBatch:
     gen_weight: np.ndarray | None = None
     n_entries: int = 0
     notices: list[str] = field(default_factory=list)
+    unmasked: tuple[str, ...] = ()
 
     @property
     def n_events(self) -> int:
         return len(self.run)
+
+    def gather_tracks(self, index: np.ndarray, fields: Any = None) -> dict[str, np.ndarray]:
+        """Flat numpy columns of the event-level tracks at ``index`` (positions in the
+        flattened ``tracks``), one per field (``fields``: names, default every field), with
+        NaN where the track has no measurement for the fields in :attr:`unmasked`.
+
+        Raises:
+            ValueError: the batch has no event-level tracks.
+        """
+        if self.tracks is None:
+            raise ValueError("gather_tracks needs event-level tracks (EventBatch.tracks)")
+        tracks_flat = ak.flatten(self.tracks, axis=1)
+        names = list(tracks_flat.fields if fields is None else fields)
+        out = {f: ak.to_numpy(tracks_flat[f])[index] for f in names}
+        masked = [f for f in names if f in self.unmasked]
+        if masked:
+            err = out["dxy_err"] if "dxy_err" in out else ak.to_numpy(tracks_flat["dxy_err"])[index]
+            unmeasured = ~(err > 0)  # NaN errors too
+            for f in masked:
+                out[f] = np.where(unmeasured, out[f].dtype.type(np.nan), out[f])
+        return out
 
 
 class Reader(abc.ABC):

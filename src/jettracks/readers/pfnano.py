@@ -2,9 +2,11 @@
 
 Facts (from the PFNano producer code): ``d0``/``d0Err``/``dz``/``dzErr`` are
 ``-1`` when a candidate has no track details (all neutrals, many low-pT charged
-ones). A -1 is "no measurement", not -1 cm: here ``dxy`` and ``dz`` become NaN
-where ``d0Err <= 0``, and ``dxy_err`` keeps the stored value, so downstream code
-selects valid impact parameters with ``dxy_err > 0``. Impact parameters are cm.
+ones). A -1 is "no measurement", not -1 cm: ``dxy`` and ``dz`` read as NaN where
+``d0Err <= 0`` (through ``EventBatch.gather_tracks``: the batch lists them in
+``unmasked``, so only the candidates associated to a jet are masked), and ``dxy_err``
+keeps the stored value, so downstream code selects valid impact parameters with
+``dxy_err > 0``. Impact parameters are cm.
 
 Tracks are associated to jets by ΔR between ``Jet_eta/phi`` and
 ``PFCands_eta/phi`` (the 2016 open-data production has no constituent links).
@@ -28,32 +30,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
 from .base import EventBatch, Reader, counts, flat, jagged_records
 
 __all__ = ["PFNanoReader"]
-
-
-@numba.njit(cache=True, nogil=True)
-def _measured(values: np.ndarray, errors: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    out = np.empty(values.size, dtype=np.float32)
-    for i in range(values.size):
-        out[i] = values[i] if errors[i] > 0 else np.float32(np.nan)
-    return out
-
-
-def nan_where_unmeasured(values: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """``values`` as float32, NaN where ``errors`` is not > 0 (PFNano's ``-1`` "no track
-    details", or NaN); a new array (the input may be a read-only buffer). Compiled: numpy's
-    masked select costs ~3 ns an element on these random masks, the loop ~0.2 ns, and it runs
-    over every PF candidate of a chunk several times."""
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    errors = np.ascontiguousarray(errors)
-    if values.shape != errors.shape or values.ndim != 1:
-        raise ValueError(f"values {values.shape} and errors {errors.shape} must be flat and of one length")
-    return _measured(values, errors)
 
 
 class PFNanoReader(Reader):
@@ -82,6 +63,8 @@ class PFNanoReader(Reader):
         "trk_quality": "PFCands_trkQuality",
         "trk_chi2": "PFCands_trkChi2",
     }
+    #: Details that hold the -1 fill without track details (NaN on gathering, as dxy and dz).
+    FILLED = ("dz_err", "trk_chi2")
     #: Per-link 3-D impact parameter (cm) and its significance (ML columns only).
     SIP3D = {"sip3d": "JetPFCands_btagSip3dVal", "sip3d_sig": "JetPFCands_btagSip3dSig"}
     GEN_WEIGHT = "genWeight"
@@ -106,27 +89,24 @@ class PFNanoReader(Reader):
         jets, n_jet, flav = self.read_nano_jets(columns, self.JET, self.FLAVOUR)
 
         n_cand = counts(columns[self.CAND["pt"]])
-        d0 = flat(columns[self.CAND["d0"]], np.float32)
-        d0_err = flat(columns[self.CAND["d0Err"]], np.float32)
+        # dxy, dz, dz_err, trk_chi2 keep the -1 fill here: ``unmasked`` below (NaN on gathering).
         tracks = {
             "pt": flat(columns[self.CAND["pt"]]),
             "eta": flat(columns[self.CAND["eta"]]),
             "phi": flat(columns[self.CAND["phi"]]),
             "charge": flat(columns[self.CAND["charge"]], np.int32),
-            "dxy": nan_where_unmeasured(d0, d0_err),
-            "dxy_err": d0_err,
+            "dxy": flat(columns[self.CAND["d0"]], np.float32),
+            "dxy_err": flat(columns[self.CAND["d0Err"]], np.float32),
         }
         notices = []
         if self.CAND["dz"] in fields:  # not read when no ML column wants it
-            tracks["dz"] = nan_where_unmeasured(flat(columns[self.CAND["dz"]], np.float32), d0_err)
+            tracks["dz"] = flat(columns[self.CAND["dz"]], np.float32)
             # The ML details: read with dz (ML output); each only where the file has it.
             for key, branch in self.DETAILS.items():
                 if branch not in fields:
                     notices.append(f"format pfnano: no {branch}: ML column track_{key} absent")
-                elif key in ("dz_err", "trk_chi2"):
-                    tracks[key] = nan_where_unmeasured(flat(columns[branch], np.float32), d0_err)
                 else:
-                    tracks[key] = flat(columns[branch], np.int32)
+                    tracks[key] = flat(columns[branch], np.float32 if key in self.FILLED else np.int32)
         batch = EventBatch(
             run=flat(columns["run"], np.int64),
             lumi=flat(columns["luminosityBlock"], np.int64),
@@ -138,6 +118,7 @@ class PFNanoReader(Reader):
             flavour_fields=tuple(flav),
             n_entries=len(n_jet),
             notices=notices,
+            unmasked=tuple(f for f in ("dxy", "dz", *self.FILLED) if f in tracks),
         )
         if self.GEN_WEIGHT in fields:
             batch.gen_weight = flat(columns[self.GEN_WEIGHT], np.float64)

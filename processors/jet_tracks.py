@@ -293,6 +293,11 @@ class JetTrackProcessor(processor.ProcessorABC):
         """
         return self.reader_for(fmt).branches(available, ml=self.ml_dir is not None)
 
+    def columns_any_int_width(self, fmt: str) -> tuple[str, ...]:
+        """Branches of the column plan taken at any integer width (the reader's
+        ``any_int_width``): a column cache serves them narrowed, without widening."""
+        return self.reader_for(fmt).any_int_width
+
     def _flavour(self, jets: ak.Array, batch, reader, is_mc: bool):
         """``(codes, labels, definition, labels_by_definition)`` of the selected jets.
 

@@ -99,6 +99,13 @@ def test_narrowed_entries_read_back_as_written(tmp_path, dtype, span, shape):
     assert (record.get("narrowed") or {}).get("stored") == stored
     if stored is not None:
         assert record["narrowed"]["dtype"] == dtype
+    # Unwidened (a reader taking any integer width): the same values in the stored type.
+    col, n = cache.get(key, "b"), len(whole)
+    for a, b in [(0, n), (0, 0), (1, n - 1), (n // 3, 2 * n // 3)]:
+        got = col.read(key.entrystart + a, key.entrystart + b, widen=False)
+        assert np.asarray(ak.flatten(got, axis=None)).dtype == np.dtype(stored or dtype), (a, b)
+        assert ak.to_list(got) == ak.to_list(whole[a:b]), (a, b)
+        assert got.ndim == whole.ndim
 
 
 def test_a_later_batch_that_does_not_fit_rewrites_the_entry_wide(tmp_path):

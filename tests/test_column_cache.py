@@ -21,6 +21,7 @@ import pytest
 
 from jettracks.engines import ENGINES, get_engine
 from jettracks.io.checkpoints import RunCheckpointer
+from jettracks.io import mldata
 from jettracks.io.column_cache import MARKER, CacheError, ChunkKey, ColumnCache
 from jettracks_testing import samples
 from processors.jet_tracks import JetTrackProcessor
@@ -81,6 +82,67 @@ def test_rerun_with_other_cut_reads_no_root_file(tmp_path, file_opens):
     want = _run("runner", fileset, meta, tmp_path / "plain", cache=None, cone_dr=0.3)
     assert_same_output(got, want)
     assert got.output["cutflow"] != _run("runner", fileset, meta, tmp_path / "x", cache=cache).output["cutflow"]
+
+
+@pytest.mark.parametrize("source", ["real", "generated"])
+def test_declared_integer_columns_come_unwidened_from_the_cache(tmp_path, source):
+    """A processor declaring PFNano's integer flags at any width gets them in the cache's
+    narrow type on a rerun (without widening them) and in the file's type from the file; one
+    declaring nothing gets the file's type from the cache too. The ML rows are equal across
+    all three, types included (the reader gives int32 on gathering). ``generated``: a sample
+    with every ML track detail (``PFCands_trkQuality``...), which the real file lacks."""
+    if source == "real":
+        fileset, meta, _ = make_input("none", tmp_path / "input")
+    else:
+        path = samples.generated_pfnano(tmp_path / "input", n_files=1, events_per_file=300, seed=5)[0]
+        fileset = {"g": {"files": [path], "treename": "Events", "metadata": {"format": "pfnano", "is_mc": True}}}
+        meta = {("g", path): _meta_of(Path(path))}
+    cache = tmp_path / "cache"
+
+    def run(tag, declare, use_cache):
+        log = tmp_path / f"{tag}.log"  # the engine may pickle the processor: a file, not a closure
+        proc = _DtypeSpy(ml_dir=str(tmp_path / tag / "ml"))
+        proc.declare, proc.log = declare, str(log)
+        out = get_engine("runner").run(
+            fileset, meta, proc, chunksize=CHUNKSIZE, retries=1, checkpointer=RunCheckpointer(tmp_path / tag / "ck"),
+            progress=False, reading={"cache_dir": str(cache)} if use_cache else {})
+        seen: dict[str, set] = {}
+        for line in log.read_text().split():
+            branch, dtype = line.split("=")
+            seen.setdefault(branch, set()).add(dtype)
+        return out, seen
+
+    want, from_file = run("plain", True, False)
+    flags = ["PFCands_charge"] + (["PFCands_trkQuality", "PFCands_lostInnerHits"] if source == "generated" else [])
+    assert from_file == {"PFCands_pt": {"float32"}, **{b: {"int32"} for b in flags}}
+    run("fill", True, True)
+    narrow, from_cache = run("narrow", True, True)
+    assert from_cache == {"PFCands_pt": {"float32"}, **{b: {"int8"} for b in flags}}
+    wide, widened = run("wide", False, True)
+    assert widened == from_file
+    for got in (narrow, wide):
+        assert_same_output(got, want)
+    if source == "generated":  # the gathered flags are int32 in the ML rows, from either
+        rows = ak.concatenate([ak.from_arrow(mldata.read_part(p)) for p in narrow.output["ml_parts"]])
+        for col in ("track_charge", "track_trk_quality", "track_lost_inner_hits"):
+            assert np.asarray(ak.flatten(rows[col], axis=None)).dtype == np.int32, col
+
+
+class _DtypeSpy(JetTrackProcessor):
+    """Logs the dtypes of three branches as each batch arrives; ``declare``: whether it takes
+    the reader's integer flags at any width."""
+
+    declare, log = True, ""
+
+    def columns_any_int_width(self, fmt):
+        return super().columns_any_int_width(fmt) if self.declare else ()
+
+    def process(self, events):
+        with open(self.log, "a") as f:
+            for b in ("PFCands_charge", "PFCands_trkQuality", "PFCands_lostInnerHits", "PFCands_pt"):
+                if b in events.fields:
+                    f.write(f"{b}={np.asarray(ak.flatten(events[b], axis=None)).dtype.name}\n")
+        return super().process(events)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "record"])

@@ -705,7 +705,8 @@ def test_cli_run_bad_file_exit_code_1(tmp_path):
 def test_gather_tracks_masks_unmeasured_like_numpy(errors_dtype):
     """``EventBatch.gather_tracks`` against numpy: at the gathered positions (unsorted, repeated),
     the ``unmasked`` fields are NaN exactly where the error is not > 0 (``-1`` fills, 0,
-    negative, NaN), their value elsewhere; other fields keep their values everywhere."""
+    negative, NaN), their value elsewhere; other fields keep their values everywhere, in the
+    type ``track_types`` names where it names one."""
     from jettracks.readers.base import EventBatch, jagged_records
 
     rng = np.random.default_rng(7)
@@ -715,10 +716,12 @@ def test_gather_tracks_masks_unmeasured_like_numpy(errors_dtype):
         "dxy": rng.normal(0, 0.1, n).astype(np.float32),
         "dz": rng.normal(0, 1, n).astype(np.float32),
         "dxy_err": rng.choice(np.array([-1.0, 0.0, -0.5, np.nan, 0.01, 0.2, np.inf]), n).astype(errors_dtype),
+        "trk_quality": rng.integers(-1, 8, n).astype(np.int8),  # narrow, as a column cache serves it
     }
     per_event = np.array([n - 1, 0, 1])
     batch = EventBatch(run=np.zeros(3, np.int64), lumi=np.zeros(3, np.int64), event=np.arange(3, dtype=np.uint64),
-                       jets=ak.Array([[], [], []]), tracks=jagged_records(fields, per_event), unmasked=("dxy", "dz"))
+                       jets=ak.Array([[], [], []]), tracks=jagged_records(fields, per_event), unmasked=("dxy", "dz"),
+                       track_types={"trk_quality": np.dtype(np.int32)})
     index = rng.integers(0, n, 3 * n)
     with np.errstate(invalid="ignore"):
         unmeasured = ~(fields["dxy_err"][index] > 0)
@@ -730,7 +733,7 @@ def test_gather_tracks_masks_unmeasured_like_numpy(errors_dtype):
         if f in batch.unmasked:
             want = np.where(unmeasured, np.float32(np.nan), want)
             assert np.array_equal(np.isnan(got[f]), unmeasured)
-        assert got[f].dtype == values.dtype
+        assert got[f].dtype == batch.track_types.get(f, values.dtype), f
         np.testing.assert_array_equal(got[f], want)
     # A field alone is masked by the error all the same.
     np.testing.assert_array_equal(batch.gather_tracks(index, ["dz"])["dz"], np.where(unmeasured, np.nan, fields["dz"][index]).astype(np.float32))

@@ -378,11 +378,14 @@ class ChunkReader:
         return _handles.handles.open(spec.filename, spec.fileuuid, self._open_options())
 
     @contextlib.contextmanager
-    def batches(self, spec: ChunkSpec, columns: Iterable[str]) -> Iterator[Iterator[Any]]:
+    def batches(self, spec: ChunkSpec, columns: Iterable[str], *,
+                any_int_width: Iterable[str] = ()) -> Iterator[Iterator[Any]]:
         """The chunk read by a column plan, in sub-batches (:mod:`jettracks.engines.reading`).
 
         A context manager yielding an iterator of :class:`~jettracks.engines.reading.ChunkColumns`;
         an RNTuple, which has no baskets to align on, comes as one NanoEvents batch.
+        ``any_int_width``: branches of the plan the processor takes at any integer width
+        (:func:`narrow_plan`).
         """
 
         cache = self.column_cache()
@@ -403,7 +406,7 @@ class ChunkReader:
             with _reading.read_batches(
                 open_tree, spec.events_metadata(), list(columns),
                 entry_start=spec.entrystart, entry_stop=spec.entrystop, batch_bytes=self.batch_bytes,
-                cache=cache, layout=known,
+                cache=cache, layout=known, any_int_width=frozenset(any_int_width),
             ) as batches:
                 yield batches
 
@@ -630,6 +633,17 @@ def column_plan(processor: Any, spec: ChunkSpec) -> list[str] | None:
     return list(columns(fmt))
 
 
+def narrow_plan(processor: Any, spec: ChunkSpec) -> frozenset[str]:
+    """Branches of the column plan ``processor`` takes at any integer width
+    (``processor.columns_any_int_width(format)``, optional; empty without it): the column
+    cache serves those in its stored, narrower type without widening them."""
+    declared = getattr(processor, "columns_any_int_width", None)
+    fmt = spec.metadata.get("format")
+    if not callable(declared) or not fmt:
+        return frozenset()
+    return frozenset(declared(fmt))
+
+
 def _process(processor: Any, spec: ChunkSpec, read_events: ReadEvents) -> Any:
     """:func:`_process_once`; when that failed on a file handle kept from an earlier chunk
     (a connection broken meanwhile: :mod:`jettracks.engines.handles`), once more on a fresh
@@ -649,7 +663,7 @@ def _process_once(processor: Any, spec: ChunkSpec, read_events: ReadEvents) -> A
     plan = column_plan(processor, spec)
     if plan is not None and hasattr(read_events, "batches"):
         out = None
-        with read_events.batches(spec, plan) as batches:
+        with read_events.batches(spec, plan, any_int_width=narrow_plan(processor, spec)) as batches:
             for events in batches:
                 part = processor.process(events)
                 if part is None:

@@ -177,6 +177,7 @@ def read_batches(
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     cache: Any = None,
     layout: Mapping[str, Any] | None = None,
+    any_int_width: frozenset[str] = frozenset(),
 ) -> Iterator[Iterator[ChunkColumns]]:
     """Sub-batches of one chunk of a TTree (see the module docstring).
 
@@ -192,6 +193,9 @@ def read_batches(
             when the chunk is done (an interrupted chunk leaves nothing).
         layout: the tree's stored layout when the caller has read it from the cache already
             (:func:`tree_layout`); ``None``: read here (or measured from the file).
+        any_int_width: branches the caller takes at any integer width: the cache serves
+            them in its stored (possibly narrower) type, unwidened; from the file they come
+            as stored there.
 
     Yields an iterator of :class:`ChunkColumns`; arrays of a sub-batch are dropped
     before the next is read.
@@ -254,7 +258,7 @@ def read_batches(
         writers.update((b, cache.writer(key, b)) for b in names if cached.get(b) is None)
 
     def fetch(branches: list[str], lo: int, hi: int) -> dict[str, Any]:
-        out = {b: cached[b].read(lo, hi) for b in branches if cached.get(b) is not None}
+        out = {b: cached[b].read(lo, hi, widen=b not in any_int_width) for b in branches if cached.get(b) is not None}
         rest = [b for b in branches if b not in out]
         if rest:
             read = source().arrays(rest, entry_start=lo, entry_stop=hi, how=dict)

@@ -282,8 +282,17 @@ class CachedColumn:
     _reader: Any = field(default=None, init=False, repr=False)
     _bytes: Any = field(default=None, init=False, repr=False)
 
-    def read(self, start: int, stop: int) -> Any:
-        """Entries ``[start, stop)`` as an awkward array (only the overlapping batches are read)."""
+    def read(self, start: int, stop: int, *, widen: bool = True) -> Any:
+        """Entries ``[start, stop)`` as an awkward array (only the overlapping batches are read).
+
+        Args:
+            start, stop: the entry range.
+            widen: a narrowed integer column (:class:`Narrowing`) comes back in the file's
+                type (default); False: in its stored, narrower type, zero-copy, for a reader
+                that declared it takes the branch at any integer width
+                (``Reader.any_int_width``). Widening allocates the whole column: most of a
+                cached PFNano chunk's fresh memory.
+        """
         import awkward as ak
         import pyarrow as pa
 
@@ -302,7 +311,7 @@ class CachedColumn:
             if start == stop and lo <= start <= hi:  # an empty range (a file without entries)
                 column = reader.get_batch(i).column(0)
                 if self.narrowed is not None:
-                    return self.narrowed.widen(column.slice(0, 0))
+                    return self.narrowed.widen(column.slice(0, 0), cast=widen)
                 return ak.from_arrow(column)[0:0]
             if hi <= start or lo >= stop:
                 continue
@@ -316,7 +325,7 @@ class CachedColumn:
         joined = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)  # concat: new, writable
         memory = self._memory() if len(parts) == 1 else None
         if self.narrowed is not None:
-            return self.narrowed.widen(joined, memory)
+            return self.narrowed.widen(joined, memory, cast=widen)
         return arrow_to_awkward(joined, memory)
 
     def _memory(self) -> Any:
@@ -422,9 +431,10 @@ class Narrowing:
             return pa.LargeListArray.from_arrays(pa.array(offsets), narrow)
         return pa.ListArray.from_arrays(pa.array(offsets), narrow)
 
-    def widen(self, array: Any, memory: Any = None) -> Any:
+    def widen(self, array: Any, memory: Any = None, *, cast: bool = True) -> Any:
         """The awkward array of a stored (narrowed) Arrow array: the file's type again
         (``memory``: the entry's writable bytes, for the offsets; see :func:`_numbers`).
+        ``cast=False``: the same values in the stored type, zero-copy (no new memory).
 
         Widened by Arrow (``pyarrow.compute.cast``), into its memory pool, which reuses its
         pages. numpy's ``astype`` goes through glibc, whose mmap threshold stays at 128 kB
@@ -434,11 +444,12 @@ class Narrowing:
         """
         import awkward as ak
 
+        convert = self._cast if cast else (lambda values: _values(values, np.dtype(self.stored), memory))
         if self.offsets is None:
-            return ak.Array(ak.contents.NumpyArray(self._cast(array)))
+            return ak.Array(ak.contents.NumpyArray(convert(array)))
         offsets = _list_offsets(array, memory)
         lo, hi = int(offsets[0]), int(offsets[-1])
-        content = self._cast(array.values.slice(lo, hi - lo))  # .values: the whole child
+        content = convert(array.values.slice(lo, hi - lo))  # .values: the whole child
         if lo != 0:
             offsets = offsets - offsets[0]
         index = ak.index.Index64 if self.offsets == "i64" else ak.index.Index32

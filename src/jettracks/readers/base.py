@@ -88,6 +88,9 @@ class EventBatch:
             through :meth:`gather_tracks`, which gives NaN there. A reader leaves them so
             because only the tracks associated to jets (a few % of PF candidates) need the
             NaN, and masking all of them was 14% of a cached rerun's chunks.
+        track_types: numpy types of fields of ``tracks`` that a reader left in the integer
+            type it was given (any width: :attr:`Reader.any_int_width`); :meth:`gather_tracks`
+            gives them in this type.
     """
 
     run: np.ndarray
@@ -105,6 +108,7 @@ class EventBatch:
     n_entries: int = 0
     notices: list[str] = field(default_factory=list)
     unmasked: tuple[str, ...] = ()
+    track_types: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_events(self) -> int:
@@ -113,7 +117,8 @@ class EventBatch:
     def gather_tracks(self, index: np.ndarray, fields: Any = None) -> dict[str, np.ndarray]:
         """Flat numpy columns of the event-level tracks at ``index`` (positions in the
         flattened ``tracks``), one per field (``fields``: names, default every field), with
-        NaN where the track has no measurement for the fields in :attr:`unmasked`.
+        NaN where the track has no measurement for the fields in :attr:`unmasked`, and the
+        fields of :attr:`track_types` in their type.
 
         Raises:
             ValueError: the batch has no event-level tracks.
@@ -129,6 +134,9 @@ class EventBatch:
             unmeasured = ~(err > 0)  # NaN errors too
             for f in masked:
                 out[f] = np.where(unmeasured, out[f].dtype.type(np.nan), out[f])
+        for f, dtype in self.track_types.items():
+            if f in out:
+                out[f] = out[f].astype(dtype, copy=False)
         return out
 
 
@@ -150,6 +158,10 @@ class Reader(abc.ABC):
     #: Branches only the per-jet ML columns use (e.g. ``Jet_mass``, ``PFCands_dz``): a run
     #: without ML output does not read them, and ``read`` leaves their fields out.
     ml_only_branches: ClassVar[tuple[str, ...]] = ()
+    #: Integer branches ``read`` takes at any width (it compares them, or leaves them to
+    #: ``EventBatch.track_types``): the column cache serves them in its stored, narrower type
+    #: instead of widening every value to the file's type.
+    any_int_width: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -65,6 +65,9 @@ class PFNanoReader(Reader):
     }
     #: Details that hold the -1 fill without track details (NaN on gathering, as dxy and dz).
     FILLED = ("dz_err", "trk_chi2")
+    #: Integer details (int32 as stored; taken at any width, int32 on gathering).
+    INT_DETAILS = ("lost_inner_hits", "pv_assoc_quality", "trk_quality")
+    any_int_width = ("PFCands_charge", "PFCands_lostInnerHits", "PFCands_pvAssocQuality", "PFCands_trkQuality")
     #: Per-link 3-D impact parameter (cm) and its significance (ML columns only).
     SIP3D = {"sip3d": "JetPFCands_btagSip3dVal", "sip3d_sig": "JetPFCands_btagSip3dSig"}
     GEN_WEIGHT = "genWeight"
@@ -94,7 +97,7 @@ class PFNanoReader(Reader):
             "pt": flat(columns[self.CAND["pt"]]),
             "eta": flat(columns[self.CAND["eta"]]),
             "phi": flat(columns[self.CAND["phi"]]),
-            "charge": flat(columns[self.CAND["charge"]], np.int32),
+            "charge": flat(columns[self.CAND["charge"]]),  # any integer width: track_types
             "dxy": flat(columns[self.CAND["d0"]], np.float32),
             "dxy_err": flat(columns[self.CAND["d0Err"]], np.float32),
         }
@@ -105,8 +108,8 @@ class PFNanoReader(Reader):
             for key, branch in self.DETAILS.items():
                 if branch not in fields:
                     notices.append(f"format pfnano: no {branch}: ML column track_{key} absent")
-                else:
-                    tracks[key] = flat(columns[branch], np.float32 if key in self.FILLED else np.int32)
+                else:  # int32 as stored, or narrower from the column cache: track_types
+                    tracks[key] = flat(columns[branch], np.float32) if key in self.FILLED else flat(columns[branch])
         batch = EventBatch(
             run=flat(columns["run"], np.int64),
             lumi=flat(columns["luminosityBlock"], np.int64),
@@ -119,6 +122,7 @@ class PFNanoReader(Reader):
             n_entries=len(n_jet),
             notices=notices,
             unmasked=tuple(f for f in ("dxy", "dz", *self.FILLED) if f in tracks),
+            track_types={f: np.dtype(np.int32) for f in ("charge", *self.INT_DETAILS) if f in tracks},
         )
         if self.GEN_WEIGHT in fields:
             batch.gen_weight = flat(columns[self.GEN_WEIGHT], np.float64)

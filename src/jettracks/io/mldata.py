@@ -260,15 +260,16 @@ def jet_columns(
     from ..physics.flavour import flavour_labels as labels_of
     from ..physics.impact import dxy_significance, valid_dxy
 
+    from ..readers.base import jagged_fields
+
     n = len(jets)
-    counts = ak.to_numpy(ak.num(jet_tracks, axis=1)).astype(np.int64)
+    counts, field_of = jagged_fields(jet_tracks)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    tracks = ak.flatten(jet_tracks, axis=1)
-    fields = set(tracks.fields)
+    fields = set(jet_tracks.fields)
 
     def flat(name: str, dtype) -> np.ndarray:
-        return ak.to_numpy(tracks[name]).astype(dtype, copy=False)
+        return field_of(name).astype(dtype, copy=False)
 
     def jagged(values: np.ndarray, dtype=np.float32) -> ak.Array:
         return _jagged(offsets, np.ascontiguousarray(values, dtype=dtype))

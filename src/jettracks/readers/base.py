@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 import awkward as ak
 import numpy as np
 
-__all__ = ["EventBatch", "OPTIONAL_TRACK_FIELDS", "Reader", "ReaderError", "TRACK_FIELDS"]
+__all__ = ["EventBatch", "OPTIONAL_TRACK_FIELDS", "Reader", "ReaderError", "TRACK_FIELDS", "jagged_fields"]
 
 #: Fields every track record carries (dxy, dxy_err, dz in cm; NaN where the format has none).
 TRACK_FIELDS = ("pt", "eta", "phi", "charge", "dxy", "dxy_err", "dz")
@@ -323,6 +323,28 @@ def jagged_records(fields: dict[str, np.ndarray], counts_per_event: np.ndarray) 
         raise ValueError(f"every field must be flat and hold sum(counts) = {length} items")
     record = ak.contents.RecordArray([ak.contents.NumpyArray(c) for c in columns], list(fields), length=length)
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
+
+
+def jagged_fields(array: ak.Array) -> tuple[np.ndarray, Any]:
+    """``(counts, field)`` of a jagged ``[item][sub]`` record array: the counts per item
+    (int64) and a function giving one field flat over all items (numpy).
+
+    For the layout :func:`jagged_records` makes (offsets from 0 over a record of flat
+    numpy columns) both come straight from the buffers: each ``ak.num``, ``ak.flatten``
+    and field projection costs ~0.1 ms, paid per field per sub-batch. Any other layout
+    goes through awkward.
+    """
+    layout = array.layout
+    content = getattr(layout, "content", None)
+    if (isinstance(layout, ak.contents.ListOffsetArray) and isinstance(content, ak.contents.RecordArray)
+            and not content.is_tuple and not layout.parameters and not content.parameters):
+        offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+        if len(offsets) and offsets[0] == 0 and offsets[-1] == content.length and all(
+                isinstance(c, ak.contents.NumpyArray) and c.data.ndim == 1 and not c.parameters
+                and len(c.data) == content.length for c in content.contents):
+            return np.diff(offsets), lambda name: np.asarray(content.content(name).data)
+    flat_array = ak.flatten(array, axis=1)
+    return ak.to_numpy(ak.num(array, axis=1)).astype(np.int64), lambda name: ak.to_numpy(flat_array[name])
 
 
 def local_index(n_per_event: np.ndarray) -> np.ndarray:

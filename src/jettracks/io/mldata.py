@@ -702,13 +702,15 @@ class _Plan:
 
 
 def _train_values(table: Any, name: str) -> np.ndarray | None:
-    """Finite-or-not values of a numeric feature column for stats (tracks flattened; pad: real tracks)."""
+    """Finite-or-not values of a numeric feature column for stats (tracks flattened; pad: real
+    tracks), in the column's own type (:func:`~jettracks.ml.stats.feature_stats` takes any, and
+    sorts float32 faster than float64)."""
     import pyarrow as pa
 
     col = table.column(name)
     t = col.type
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return col.to_numpy().astype(np.float64)
+        return col.to_numpy()
     if (pa.types.is_list(t) or pa.types.is_fixed_size_list(t)) and (
             pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
         # Arrow's own flatten (offsets honoured, no conversion to awkward): the scan's hot loop.
@@ -716,7 +718,7 @@ def _train_values(table: Any, name: str) -> np.ndarray | None:
         if name.startswith("pad_track_") and "pad_mask" in table.column_names:
             mask = table.column("pad_mask").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             values = values[mask.astype(bool)]
-        return values.astype(np.float64)
+        return values
     return None
 
 

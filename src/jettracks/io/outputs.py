@@ -41,9 +41,9 @@ def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, An
         save({"hists": dict(hists), "cutflow": dict(cutflow)}, str(tmp))
     root_path = out_dir / "hists.root"
     with atomic_path(root_path) as tmp, uproot.recreate(tmp) as f:
-        for name, h in hists.items():
-            for dataset, flavour, sub in category_slices(h):
-                f[f"{dataset}/{name}_{flavour}"] = sub
+        # One bulk update: uproot then writes the streamer info once, not after every object.
+        f.update({f"{dataset}/{name}_{flavour}": sub
+                  for name, h in hists.items() for dataset, flavour, sub in category_slices(h)})
     return [coffea_path, root_path]
 
 

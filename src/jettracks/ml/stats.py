@@ -57,7 +57,7 @@ def feature_stats(values: np.ndarray, *, clip: float = CLIP) -> FeatureStats:
         :class:`FeatureStats`; with no finite value: count 0, median 0, scale 1.
     """
     stored = np.asarray(values).ravel()
-    v = stored.astype(np.float64)
+    v = stored.astype(np.float64, copy=False)
     finite = np.isfinite(v)
     v = v[finite]
     if v.size == 0:

@@ -255,6 +255,33 @@ def test_kept_map_never_serves_a_changed_entry(tmp_path, change):
     assert np.array_equal(ak.to_numpy(again.read(0, 5000)), values)
 
 
+@pytest.mark.parametrize("change", ["replaced", "rewritten_in_place"])
+def test_a_kept_record_is_read_again_when_its_file_changes(tmp_path, change):
+    """Records are kept parsed between reads; a record replaced (a new file) or rewritten in
+    place at another size is read again: here with a wrong checksum, so the entry is discarded."""
+    import json
+
+    from jettracks.io import column_cache as cc
+
+    cache = ColumnCache(tmp_path / "c")
+    key = ChunkKey("u", "Events", 0, 500)
+    _write_entry(cache, key, "x", np.arange(500, dtype=np.float64))
+    record = cache.record_path(key, "x")
+    assert cache.get(key, "x") is not None and cache.get(key, "x") is not None
+    assert str(record) in cc._RECORDS._records  # kept
+    data = json.loads(record.read_text())
+    data[next(k for k in data if k.startswith("xxh3"))] += 1
+    text = json.dumps(data) + (" " * 7 if change == "rewritten_in_place" else "")
+    if change == "replaced":
+        (tmp_path / "new.json").write_text(text)
+        os.replace(tmp_path / "new.json", record)
+    else:
+        with open(record, "w") as fh:
+            fh.write(text)
+    assert cache.get(key, "x") is None
+    assert not record.exists() and str(record) not in cc._RECORDS._records
+
+
 @pytest.mark.parametrize("array", [
     ak.Array(np.linspace(0.0, 1.0, 3000, dtype=np.float32)),
     ak.Array([[0.5, 1.5], [], [2.5]] * 1000),

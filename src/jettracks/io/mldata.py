@@ -203,22 +203,6 @@ def _jagged(offsets: np.ndarray, values: np.ndarray) -> ak.Array:
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(values)))
 
 
-def _per_jet_max_median(jet_of: np.ndarray, values: np.ndarray, n_jets: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-jet maximum and median (float32, NaN for a jet without values) of flat ``values``
-    whose jet is ``jet_of`` (non-decreasing). The median of an even count is the mean of the
-    two middle values."""
-    order = np.lexsort((values, jet_of))
-    sorted_v = values[order].astype(np.float64)
-    n = np.bincount(jet_of, minlength=n_jets)
-    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
-    has = n > 0
-    vmax = np.full(n_jets, np.nan)
-    vmed = np.full(n_jets, np.nan)
-    vmax[has] = sorted_v[starts[has] + n[has] - 1]
-    vmed[has] = (sorted_v[starts[has] + (n[has] - 1) // 2] + sorted_v[starts[has] + n[has] // 2]) / 2
-    return vmax.astype(np.float32), vmed.astype(np.float32)
-
-
 def jet_columns(
     *,
     dataset: str,
@@ -259,6 +243,7 @@ def jet_columns(
     """
     from ..physics.flavour import flavour_labels as labels_of
     from ..physics.impact import dxy_significance, valid_dxy
+    from ..physics.reductions import segment_max_median
 
     from ..readers.base import jagged_fields
 
@@ -307,7 +292,7 @@ def jet_columns(
         sig = dxy_significance(dxy, err)
         jet_of = np.repeat(np.arange(n, dtype=np.int64), counts)
         cols["n_tracks_valid_dxy"] = np.bincount(jet_of[valid], minlength=n).astype(np.int32)
-        cols["max_abs_dxy"], cols["median_abs_dxy"] = _per_jet_max_median(jet_of[valid], np.abs(dxy[valid]), n)
+        cols["max_abs_dxy"], cols["median_abs_dxy"] = segment_max_median(jet_of[valid], np.abs(dxy[valid]), n)
         with np.errstate(invalid="ignore"):
             abs_sig = np.abs(sig)
             for t in SIG_THRESHOLDS:

@@ -988,9 +988,9 @@ def _with_derived(table: Any, *, folds: int, reweighting: Any) -> Any:
     abs_eta = np.abs(table.column("jet_eta").to_numpy())
     labels = table.column("flavour").to_numpy(zero_copy_only=False).astype(str)
     table = table.append_column(pa.field("fold", pa.int8(), nullable=False), pa.array(event_fold(run, lumi, event, folds)))
+    weights = reweighting.weights_of(("flat", "reference"), pt, abs_eta, labels)
     for kind, col in (("flat", "weight_flat"), ("reference", "weight_reference")):
-        w = reweighting.weights(kind, pt, abs_eta, labels)
-        table = table.append_column(pa.field(col, pa.float32(), nullable=False), pa.array(w))
+        table = table.append_column(pa.field(col, pa.float32(), nullable=False), pa.array(weights[kind]))
     return table
 
 

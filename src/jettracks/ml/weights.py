@@ -83,19 +83,32 @@ class Reweighting:
             kind: which weights.
             pt: jet pT (GeV); abs_eta: jet |η|; labels: each jet's class (string).
         """
+        return self.weights_of((kind,), pt, abs_eta, labels)[kind]
+
+    def weights_of(self, kinds: tuple[str, ...], pt: np.ndarray, abs_eta: np.ndarray,
+                   labels: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`weights` of several ``kinds`` at once (the bins and classes of the jets
+        found once): kind -> per-jet weights (float32)."""
         labels = np.asarray(labels).astype(str)
-        out = np.zeros(len(labels), dtype=np.float32)
-        if kind == "class":
-            for c, w in self.class_weights.items():
-                out[labels == c] = w
-            return out
-        tables = {"flat": self.flat, "reference": self.to_reference}.get(kind)
-        if tables is None:
-            raise ValueError(f"weights kind must be flat, reference or class, got {kind!r}")
-        ix, iy = self.bins.index(pt, abs_eta)
-        for c, table in tables.items():
-            sel = labels == c
-            out[sel] = table[ix[sel], iy[sel]]
+        unknown = [k for k in kinds if k not in ("flat", "reference", "class")]
+        if unknown:
+            raise ValueError(f"weights kind must be flat, reference or class, got {unknown[0]!r}")
+        classes = {c for k in kinds for c in
+                   (self.class_weights if k == "class" else self.flat if k == "flat" else self.to_reference)}
+        members = {c: labels == c for c in classes}
+        index = self.bins.index(pt, abs_eta) if any(k != "class" for k in kinds) else None
+        out: dict[str, np.ndarray] = {}
+        for kind in kinds:
+            w = np.zeros(len(labels), dtype=np.float32)
+            if kind == "class":
+                for c, value in self.class_weights.items():
+                    w[members[c]] = value
+            else:
+                ix, iy = index
+                for c, table in (self.flat if kind == "flat" else self.to_reference).items():
+                    sel = members[c]
+                    w[sel] = table[ix[sel], iy[sel]]
+            out[kind] = w
         return out
 
     def as_dict(self) -> dict[str, Any]:

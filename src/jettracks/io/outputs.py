@@ -24,7 +24,7 @@ import numpy as np
 from .atomic import atomic_path
 from .outfs import RemotePath
 
-__all__ = ["category_slices", "dataset_label", "draw_label", "package_versions", "save_hists", "save_plots", "save_report", "write_outputs"]
+__all__ = ["category_slices", "dataset_label", "root_slices", "draw_label", "package_versions", "save_hists", "save_plots", "save_report", "write_outputs"]
 
 
 def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, Any]) -> list[Path]:
@@ -42,9 +42,49 @@ def save_hists(out_dir: Path, hists: Mapping[str, Any], cutflow: Mapping[str, An
     root_path = out_dir / "hists.root"
     with atomic_path(root_path) as tmp, uproot.recreate(tmp) as f:
         # One bulk update: uproot then writes the streamer info once, not after every object.
-        f.update({f"{dataset}/{name}_{flavour}": sub
-                  for name, h in hists.items() for dataset, flavour, sub in category_slices(h)})
+        f.update({f"{dataset}/{name}_{flavour}": th1
+                  for name, h in hists.items() for dataset, flavour, th1 in root_slices(h)})
     return [coffea_path, root_path]
+
+
+def root_slices(h: Any) -> list[tuple[str, str, Any]]:
+    """``(dataset, flavour, TH1)`` of :func:`category_slices`, as the uproot objects
+    ``uproot.to_writable`` makes of each slice (``TH1D``: values and, for a ``Weight``
+    storage, variances, flow bins included; ROOT's entries and sums; the axis with its label).
+
+    Built from the histogram's view with uproot's public ``to_TH1x``/``to_TAxis``: making a
+    ``Hist`` of every slice and converting it was two thirds of writing ``hists.root``. Other
+    storages or axes than a 1-D double or weighted histogram over a numeric axis go
+    through :func:`category_slices` and ``uproot.to_writable`` (tested equal, member by member).
+    """
+    import boost_histogram as bh
+    import uproot
+
+    names = [a.name for a in h.axes]
+    rest = [a for a in h.axes if a.name not in ("dataset", "flavour")]
+    weighted = h.storage_type is bh.storage.Weight
+    if len(rest) != 1 or not (weighted or h.storage_type is bh.storage.Double) or isinstance(
+            rest[0], (bh.axis.StrCategory, bh.axis.IntCategory)):
+        return [(d, f, uproot.to_writable(sub)) for d, f, sub in category_slices(h)]
+    axis = rest[0]
+    edges = np.asarray(axis.edges, dtype=np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2.0
+    regular = isinstance(axis, bh.axis.Regular) and getattr(axis, "transform", None) is None
+    out = []
+    for dataset, flavour, cell in _category_cells(h, names):
+        values = np.asarray(cell["value"] if weighted else cell, dtype=np.float64)
+        data = values.astype(">f8")
+        inner = values[1:-1]  # ROOT's sums: without the flow bins, at the bin centres
+        fxaxis = uproot.writing.identify.to_TAxis(
+            fName="xaxis", fTitle=getattr(axis, "label", ""), fNbins=len(axis), fXmin=edges[0], fXmax=edges[-1],
+            fXbins=np.array([], dtype=">f8") if regular else np.asarray(axis.edges),
+        )
+        out.append((dataset, flavour, uproot.writing.identify.to_TH1x(
+            fName=None, fTitle="", data=data, fEntries=data.sum(), fTsumw=inner.sum(), fTsumw2=inner.sum(),
+            fTsumwx=(inner * centers).sum(), fTsumwx2=(inner * centers**2).sum(),
+            fSumw2=np.asarray(cell["variance"], dtype=">f8") if weighted else None, fXaxis=fxaxis,
+        )))
+    return out
 
 
 def category_slices(h: Any) -> list[tuple[str, str, Any]]:
@@ -57,8 +97,18 @@ def category_slices(h: Any) -> list[tuple[str, str, Any]]:
     import hist
 
     names = [a.name for a in h.axes]
+    rest = [a for a in h.axes if a.name not in ("dataset", "flavour")]
+    out = []
+    for dataset, flavour, cell in _category_cells(h, names):
+        sub = hist.Hist(*rest, storage=h.storage_type())
+        sub.view(flow=True)[...] = cell
+        out.append((dataset, flavour, sub))
+    return out
+
+
+def _category_cells(h: Any, names: list[str]) -> list[tuple[str, str, Any]]:
+    """``(dataset, flavour, flow view of that slice)`` for each pair with any content."""
     i_dataset, i_flavour = names.index("dataset"), names.index("flavour")
-    rest = [a for i, a in enumerate(h.axes) if i not in (i_dataset, i_flavour)]
     # Category axes keep their bins first in the flow view (an overflow bin comes last).
     view = np.moveaxis(np.asarray(h.view(flow=True)), (i_dataset, i_flavour), (0, 1))
     out = []
@@ -69,11 +119,8 @@ def category_slices(h: Any) -> list[tuple[str, str, Any]]:
                 empty = all(not np.any(cell[field]) for field in cell.dtype.names)
             else:
                 empty = not np.any(cell)
-            if empty:
-                continue
-            sub = hist.Hist(*rest, storage=h.storage_type())
-            sub.view(flow=True)[...] = cell
-            out.append((dataset, flavour, sub))
+            if not empty:
+                out.append((dataset, flavour, cell))
     return out
 
 

@@ -641,13 +641,10 @@ class JetTrackProcessor(processor.ProcessorABC):
 
     # -- association -------------------------------------------------------------------
     def _associate_event_tracks(self, batch, jets, n_sel_per_event):
-        tracks_flat = ak.flatten(batch.tracks, axis=1)
-        n_trk = ak.to_numpy(ak.num(batch.tracks, axis=1)).astype(np.int64)
+        n_trk, track_field = readers.base.jagged_fields(batch.tracks)  # flat buffers, read once
         trk_offsets = np.concatenate([[0], np.cumsum(n_trk)])
         jet_offsets = np.concatenate([[0], np.cumsum(n_sel_per_event)])
-        charge = ak.to_numpy(tracks_flat["charge"])
-        trk_pt = ak.to_numpy(tracks_flat["pt"])
-        mask = (charge != 0) & (trk_pt >= self.track_pt_min)
+        mask = (track_field("charge") != 0) & (track_field("pt") >= self.track_pt_min)
         if self.association == "constituents" and batch.links is not None:
             n_per_jet, index, dr = self._constituents(batch, jets, jet_offsets, trk_offsets, mask)
         else:
@@ -655,7 +652,7 @@ class JetTrackProcessor(processor.ProcessorABC):
             n_per_jet, index, dr = associate_tracks(
                 *(ak.to_numpy(jets[f]) for f in reads["jets"]),
                 jet_offsets,
-                *(ak.to_numpy(tracks_flat[f]) for f in reads["tracks"]),
+                *(track_field(f) for f in reads["tracks"]),
                 trk_offsets,
                 cone_dr=self.cone_dr,
                 mode=self.assignment,
@@ -664,7 +661,7 @@ class JetTrackProcessor(processor.ProcessorABC):
         # NaN for unmeasured impact parameters here, on the associated tracks only.
         cols = batch.gather_tracks(index, [
             f for f in (*readers.base.TRACK_FIELDS, *readers.base.OPTIONAL_TRACK_FIELDS)
-            if f in tracks_flat.fields  # fields only the ML columns use may be unread
+            if f in batch.tracks.fields  # fields only the ML columns use may be unread
         ])
         cols["dr"] = dr.astype(np.float32)
         if batch.links is not None and "sip3d" in batch.links.fields:

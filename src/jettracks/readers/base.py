@@ -125,12 +125,12 @@ class EventBatch:
         """
         if self.tracks is None:
             raise ValueError("gather_tracks needs event-level tracks (EventBatch.tracks)")
-        tracks_flat = ak.flatten(self.tracks, axis=1)
-        names = list(tracks_flat.fields if fields is None else fields)
-        out = {f: ak.to_numpy(tracks_flat[f])[index] for f in names}
+        field_of = jagged_fields(self.tracks)[1]
+        names = list(self.tracks.fields if fields is None else fields)
+        out = {f: field_of(f)[index] for f in names}
         masked = [f for f in names if f in self.unmasked]
         if masked:
-            err = out["dxy_err"] if "dxy_err" in out else ak.to_numpy(tracks_flat["dxy_err"])[index]
+            err = out["dxy_err"] if "dxy_err" in out else field_of("dxy_err")[index]
             unmeasured = ~(err > 0)  # NaN errors too
             for f in masked:
                 out[f] = np.where(unmeasured, out[f].dtype.type(np.nan), out[f])

@@ -225,7 +225,7 @@ def _compiled_fill(h: hist.Hist, *, weighted: bool) -> Any:
     raw = getattr(h, "_hist", None)
     if raw is None or not hasattr(h, "_generate_axes_"):
         return None
-    if weighted and h.storage_type not in (hist.storage.Weight, bh_storage_weight()):
+    if weighted and h.storage_type not in (hist.storage.Weight, _bh_weight_storage()):
         return None
     return raw
 
@@ -238,7 +238,7 @@ def _read_back_axes(h: hist.Hist) -> None:
         h.axes = h._generate_axes_()
 
 
-def bh_storage_weight() -> Any:
+def _bh_weight_storage() -> Any:
     import boost_histogram as bh
 
     return bh.storage.Weight

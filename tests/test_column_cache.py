@@ -357,6 +357,26 @@ def test_kept_maps_are_bounded_least_recently_used_first(tmp_path):
     assert str(paths[0]) not in kept._maps
     kept.get(paths[0], limit=0)  # 0: nothing kept ...
     assert str(paths[0]) not in kept._maps and kept._bytes == 0  # ... and a lower bound applies at once
+    for p in paths:  # a bound on the count too (each map holds a file descriptor)
+        kept.get(p, limit=10_000, files=2)
+    assert list(kept._maps) == [str(paths[2]), str(paths[3])] and kept._bytes == 2000
+
+
+def test_kept_maps_hold_a_bounded_number_of_file_descriptors(tmp_path):
+    """Many small entries read through the cache keep at most KEEP_MAPPED_FILES maps (and so
+    descriptors) open: a process reading thousands stays far below the 1,024 soft limit."""
+    from jettracks.io import column_cache as cc
+
+    cache = ColumnCache(tmp_path / "c")
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(cc.KEEP_MAPPED_FILES + 150):
+        key = ChunkKey("u", "Events", i * 10, i * 10 + 10)
+        _write_entry(cache, key, "x", np.arange(10, dtype=np.float64) + i)
+        got = cache.get(key, "x")
+        assert got is not None and ak.to_numpy(got.read(i * 10, i * 10 + 10))[0] == i
+        del got
+    assert len(cc._KEPT._maps) <= cc.KEEP_MAPPED_FILES
+    assert len(os.listdir("/proc/self/fd")) - before <= cc.KEEP_MAPPED_FILES + 5
 
 
 def test_kept_maps_budget_follows_the_worker_memory_limit():

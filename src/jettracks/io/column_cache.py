@@ -179,6 +179,10 @@ _CHECKSUM, _CHECKSUM_NARROWED = "xxh3_64", "xxh3_64_narrowed"
 
 #: Bytes of cache entries a process keeps mapped between chunks and runs (:class:`_KeptMaps`).
 KEEP_MAPPED_BYTES = 1 << 30
+#: At most this many entries kept mapped: each map holds a file descriptor (Python's
+#: ``mmap`` keeps a duplicate), and small entries must not take a process past the usual
+#: 1,024 soft limit (or ``select()``'s): ~10 PFNano chunks of 1,000 events.
+KEEP_MAPPED_FILES = 256
 
 
 @dataclass
@@ -208,7 +212,8 @@ class _KeptMaps:
     a processor wrote into (its arrays are writable) fail that check, and the entry is then
     mapped anew from the file before it is judged (:meth:`ColumnCache.get`).
 
-    At most :data:`KEEP_MAPPED_BYTES` are kept, the least recently used dropped first (a map
+    At most :data:`KEEP_MAPPED_BYTES` in :data:`KEEP_MAPPED_FILES` maps are kept, the least
+    recently used dropped first (a map
     arrays still use lives on until they go). Mapped pages count in the process's resident
     memory (they are the page cache's, which the kernel can reclaim), and a kept map of a
     file deleted since (eviction, ``cache clear``) holds its disk blocks until dropped.
@@ -222,7 +227,7 @@ class _KeptMaps:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, path: Path, limit: int = KEEP_MAPPED_BYTES) -> _Mapped:
+    def get(self, path: Path, limit: int = KEEP_MAPPED_BYTES, files: int | None = None) -> _Mapped:
         """The map of ``path``: the kept one when the path still names the file it maps."""
         name = str(path)
         with self._lock:
@@ -242,7 +247,8 @@ class _KeptMaps:
                 self._drop(name)
                 self._maps[name] = mapped
                 self._bytes += data.size
-            while self._bytes > max(limit, 0):  # a lower bound than before applies at once
+            most = KEEP_MAPPED_FILES if files is None else files
+            while self._maps and (self._bytes > max(limit, 0) or len(self._maps) > most):  # at once
                 self._drop(next(iter(self._maps)))
         return mapped
 
@@ -281,27 +287,32 @@ class _Records:
     LIMIT = 1 << 16
 
     def __init__(self) -> None:
+        import threading
         from collections import OrderedDict
 
         self._records: OrderedDict[str, tuple[tuple[int, int, int], dict]] = OrderedDict()
+        self._lock = threading.Lock()  # a worker's threads share it
 
     def read(self, path: Path) -> dict:
         """The record at ``path`` (``json``); raises ``OSError``/``ValueError`` as reading would."""
         st = os.stat(path)
         identity = (st.st_dev, st.st_ino, st.st_size)
-        kept = self._records.get(str(path))
+        with self._lock:
+            kept = self._records.get(str(path))
         if kept is not None and kept[0] == identity:
             return kept[1]
         record = json.loads(path.read_text())
         if not isinstance(record, dict):
             raise ValueError(f"{path}: not a record")
-        self._records[str(path)] = (identity, record)
-        while len(self._records) > self.LIMIT:
-            self._records.popitem(last=False)
+        with self._lock:
+            self._records[str(path)] = (identity, record)
+            while len(self._records) > self.LIMIT:
+                self._records.popitem(last=False)
         return record
 
     def forget(self, path: OutPath) -> None:
-        self._records.pop(str(path), None)
+        with self._lock:
+            self._records.pop(str(path), None)
 
 
 _RECORDS = _Records()

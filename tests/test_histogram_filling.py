@@ -1,5 +1,5 @@
 """The processor's histogram filling: a flavour at a time through boost-histogram's compiled
-fill (``ByLabel``, ``fill_direct``), from unpickled templates (``fresh_histograms``).
+fill (``ByLabel``), from unpickled templates (``fresh_histograms``).
 
 Each is compared with the plain public path it replaces: one ``Hist.fill`` of every row with a
 string label array, and ``make_histograms``. Weighted sums must be equal to the bit (a
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jettracks.physics.flavour import flavour_labels
-from processors.jet_tracks import ByLabel, fill_direct, fresh_histograms, make_histograms
+from processors.jet_tracks import ByLabel, fresh_histograms, make_histograms
 
 CODES = np.array([5, 4, 0, 21, -1], dtype=np.int8)  # b, c, uds, g, unmatched (flavour.CODES)
 
@@ -68,7 +68,9 @@ def test_by_label_repeat_groups_children_by_their_parent_label():
     hist.axis.Variable([0.0, 0.1, 1.0, 10.0], name="x"),
 ])
 @pytest.mark.parametrize("storage", [hist.storage.Double(), hist.storage.Weight(), hist.storage.Int64()])
-def test_fill_direct_equals_hist_fill(axis, storage):
+def test_compiled_fill_equals_hist_fill(axis, storage):
+    """One label at a time through the compiled fill (``ByLabel`` over rows of one label)
+    equals ``Hist.fill``: growth, the flavour axis' overflow, NaN, every axis kind here."""
     rng = np.random.default_rng(11)
     base = hist.Hist(hist.axis.StrCategory([], growth=True, name="dataset"),
                      hist.axis.StrCategory(["b", "c"], name="flavour"), axis, storage=storage)
@@ -81,7 +83,7 @@ def test_fill_direct_equals_hist_fill(axis, storage):
             values[::17] = np.nan
         weight = rng.random(400) if isinstance(storage, hist.storage.Weight) else None
         want.fill(dataset, flavour, values, weight=weight)
-        fill_direct(got, [dataset, flavour, values], weight=weight)
+        _one_label(flavour, len(values)).fill(got, dataset=dataset, x=values, weight=weight)
     assert got.axes == want.axes
     np.testing.assert_array_equal(got.view(flow=True), want.view(flow=True))
     # A weight into a storage without variances goes through the public fill (and its flag).
@@ -89,9 +91,13 @@ def test_fill_direct_equals_hist_fill(axis, storage):
         w_pub, w_dir = base.copy(), base.copy()
         x = np.array([1, 2]) if isinstance(axis, hist.axis.Integer) else np.array([1.0, 2.0])
         w_pub.fill("a", "b", x, weight=[0.5, 2.0])
-        fill_direct(w_dir, ["a", "b", x], weight=np.array([0.5, 2.0]))
+        _one_label("b", 2).fill(w_dir, dataset="a", x=x, weight=np.array([0.5, 2.0]))
         np.testing.assert_array_equal(w_dir.view(flow=True), w_pub.view(flow=True))
         assert w_dir._variance_known == w_pub._variance_known
+
+
+def _one_label(label, n):
+    return ByLabel(np.zeros(n, dtype=np.int8), {0: label})
 
 
 @pytest.mark.parametrize("with_dxy", [True, False])
@@ -109,7 +115,8 @@ def test_fresh_histograms_equal_the_definition_and_are_independent(with_dxy, wei
     for name, h in defined.items():
         assert one[name].axes == h.axes and one[name].storage_type == h.storage_type, name
         assert [a.label for a in one[name].axes] == [a.label for a in h.axes], name
-        assert one[name].sum(flow=True) == 0 if not weighted else one[name].sum(flow=True).value == 0
+        total = one[name].sum(flow=True)
+        assert (total.value if weighted else total) == 0, name
     name = next(iter(one))
     one[name].fill(*(["qcd", "b"] + [1.0] * (one[name].ndim - 2)))
     assert list(two[name].axes["dataset"]) == []  # no shared state between fresh sets

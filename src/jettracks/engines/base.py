@@ -626,22 +626,23 @@ def _worker_address() -> str | None:
 def column_plan(processor: Any, spec: ChunkSpec) -> list[str] | None:
     """The branches ``processor`` needs for this chunk (``processor.columns(format)``), or
     ``None`` when it declares no plan (then the chunk is read lazily as NanoEvents)."""
-    columns = getattr(processor, "columns", None)
-    fmt = spec.metadata.get("format")
-    if not callable(columns) or not fmt:
-        return None
-    return list(columns(fmt))
+    columns = _declared(processor, spec, "columns")
+    return None if columns is None else list(columns)
 
 
 def narrow_plan(processor: Any, spec: ChunkSpec) -> frozenset[str]:
     """Branches of the column plan ``processor`` takes at any integer width
     (``processor.columns_any_int_width(format)``, optional; empty without it): the column
     cache serves those in its stored, narrower type without widening them."""
-    declared = getattr(processor, "columns_any_int_width", None)
+    return frozenset(_declared(processor, spec, "columns_any_int_width") or ())
+
+
+def _declared(processor: Any, spec: ChunkSpec, method: str) -> Any:
+    """``processor.<method>(format)`` for the chunk's format, or None (no such method, or
+    no format in the chunk's metadata)."""
+    declared = getattr(processor, method, None)
     fmt = spec.metadata.get("format")
-    if not callable(declared) or not fmt:
-        return frozenset()
-    return frozenset(declared(fmt))
+    return declared(fmt) if callable(declared) and fmt else None
 
 
 def _process(processor: Any, spec: ChunkSpec, read_events: ReadEvents) -> Any:

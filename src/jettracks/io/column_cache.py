@@ -144,8 +144,8 @@ def _map_local(path: Path) -> tuple[Any, tuple[int, int, int, int]]:
     it): arrays read from the cache are then writable like those uproot reads, so numba
     kernels see one array type whichever the source (a read-only array is another type: a
     worker's first cached run loaded each kernel's second specialization from numba's cache,
-    the association kernel's ~30 ms a worker in a profile), and a processor that writes into its input changes its own copy of a page,
-    never the file. Without ``MAP_POPULATE``: on a private writable map it would copy every
+    the association kernel's ~30 ms a worker in a profile), and a processor that writes into
+    its input changes its own copy of a page, never the file. Without ``MAP_POPULATE``: on a private writable map it would copy every
     page; the faults of reading it cost what populating a shared map does (568 MB of
     entries mapped and checksummed: 0.049 s either way).
 
@@ -185,6 +185,10 @@ KEEP_MAPPED_BYTES = 1 << 30
 KEEP_MAPPED_FILES = 256
 
 
+#: A value not computed yet (``None`` is a result: a column without a plain form).
+_UNKNOWN = object()
+
+
 @dataclass
 class _Mapped:
     """A local entry's memory map, the identity of the file mapped, and its Arrow IPC reader
@@ -197,7 +201,7 @@ class _Mapped:
     #: metadata is parsed for every array built: ~0.1 ms a column, per sub-batch and run)
     columns: dict[int, Any] = field(default_factory=dict)
     #: the column's :func:`_plain_form`, once known
-    form: Any = None
+    form: Any = _UNKNOWN
 
 
 class _KeptMaps:
@@ -385,11 +389,9 @@ class CachedColumn:
         memory = self._memory() if len(parts) == 1 else None
         if self.narrowed is not None:
             return self.narrowed.widen(joined, memory, cast=widen)
-        if self.mapped is None:
-            return arrow_to_awkward(joined, memory)
-        if self.mapped.form is None and len(joined) and joined.null_count == 0:
-            self.mapped.form = (_plain_form(joined),)  # one type an entry: known once
-        return arrow_to_awkward(joined, memory, form=self.mapped.form[0] if self.mapped.form else _UNKNOWN)
+        if self.mapped is not None and self.mapped.form is _UNKNOWN and len(joined) and joined.null_count == 0:
+            self.mapped.form = _plain_form(joined)  # one type an entry: known once
+        return arrow_to_awkward(joined, memory, form=_UNKNOWN if self.mapped is None else self.mapped.form)
 
     def _memory(self) -> Any:
         """The entry's bytes as a writable numpy ``uint8`` array (see :func:`_numbers`)."""
@@ -562,9 +564,6 @@ def _numbers(buffer: Any, dtype: Any, first: int, count: int, memory: Any = None
         if 0 <= lo and hi <= memory.size and lo % dtype.alignment == 0:
             return memory[lo:hi].view(dtype)
     return np.frombuffer(buffer, dtype=dtype)[first : first + count]
-
-
-_UNKNOWN = object()
 
 
 def arrow_to_awkward(array: Any, memory: Any = None, form: Any = _UNKNOWN) -> Any:

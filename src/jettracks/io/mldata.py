@@ -244,7 +244,6 @@ def jet_columns(
     from ..physics.flavour import flavour_labels as labels_of
     from ..physics.impact import dxy_significance, valid_dxy
     from ..physics.reductions import segment_max_median
-
     from ..readers.base import jagged_fields
 
     n = len(jets)

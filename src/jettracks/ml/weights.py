@@ -90,24 +90,18 @@ class Reweighting:
         """:meth:`weights` of several ``kinds`` at once (the bins and classes of the jets
         found once): kind -> per-jet weights (float32)."""
         labels = np.asarray(labels).astype(str)
-        unknown = [k for k in kinds if k not in ("flat", "reference", "class")]
+        per_class = {"flat": self.flat, "reference": self.to_reference, "class": self.class_weights}
+        unknown = [k for k in kinds if k not in per_class]
         if unknown:
             raise ValueError(f"weights kind must be flat, reference or class, got {unknown[0]!r}")
-        classes = {c for k in kinds for c in
-                   (self.class_weights if k == "class" else self.flat if k == "flat" else self.to_reference)}
-        members = {c: labels == c for c in classes}
+        members = {c: labels == c for k in kinds for c in per_class[k]}
         index = self.bins.index(pt, abs_eta) if any(k != "class" for k in kinds) else None
         out: dict[str, np.ndarray] = {}
         for kind in kinds:
             w = np.zeros(len(labels), dtype=np.float32)
-            if kind == "class":
-                for c, value in self.class_weights.items():
-                    w[members[c]] = value
-            else:
-                ix, iy = index
-                for c, table in (self.flat if kind == "flat" else self.to_reference).items():
-                    sel = members[c]
-                    w[sel] = table[ix[sel], iy[sel]]
+            for c, value in per_class[kind].items():  # a class weight, or a (pT, |eta|) table
+                sel = members[c]
+                w[sel] = value if kind == "class" else value[index[0][sel], index[1][sel]]
             out[kind] = w
         return out
 

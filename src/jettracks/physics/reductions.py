@@ -41,8 +41,9 @@ def segment_max_median(segment_of: np.ndarray, values: np.ndarray, n_segments: i
         n_segments: number of segments.
 
     The median of an even count is the mean of the two middle values (in float64), as
-    numpy's ``median``. One compiled pass sorting each segment on its own: a lexsort of all
-    values by (segment, value) took ~1 ms for 60k tracks here.
+    numpy's ``median``. One compiled pass sorting each segment on its own: on a cached PFNano
+    sub-batch (13k valid tracks in 1,443 jets) 0.53 ms, against 1.44 ms for a lexsort of all
+    values by (segment, value).
 
     Raises:
         ValueError: lengths differ, a segment is out of range, or ``segment_of`` decreases.

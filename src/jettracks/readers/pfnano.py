@@ -65,9 +65,9 @@ class PFNanoReader(Reader):
     }
     #: Details that hold the -1 fill without track details (NaN on gathering, as dxy and dz).
     FILLED = ("dz_err", "trk_chi2")
-    #: Integer details (int32 as stored; taken at any width, int32 on gathering).
-    INT_DETAILS = ("lost_inner_hits", "pv_assoc_quality", "trk_quality")
-    any_int_width = ("PFCands_charge", "PFCands_lostInnerHits", "PFCands_pvAssocQuality", "PFCands_trkQuality")
+    #: The other details are integers (int32 as stored; taken at any width, int32 on gathering).
+    INT_DETAILS = tuple(sorted(DETAILS.keys() - set(FILLED)))
+    any_int_width = (CAND["charge"], *map(DETAILS.get, INT_DETAILS))
     #: Per-link 3-D impact parameter (cm) and its significance (ML columns only).
     SIP3D = {"sip3d": "JetPFCands_btagSip3dVal", "sip3d_sig": "JetPFCands_btagSip3dSig"}
     GEN_WEIGHT = "genWeight"
